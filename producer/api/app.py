@@ -1,0 +1,68 @@
+"""The FastAPI application factory. Nothing connects until the app starts."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+
+from producer.api import envelope
+from producer.api.responses import Json
+from producer.api.routes import router
+from producer.submit import Producer
+from worker.app import create_app
+from worker.settings import Settings, get_settings
+from worker.store import Store
+
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def trace_id_for(request: Request) -> str:
+    """The caller's X-Request-Id, else a valid traceparent's trace-id, else a new one."""
+    given = request.headers.get("x-request-id")
+    if given and _REQUEST_ID.match(given):
+        return given
+    match = _TRACEPARENT.match(request.headers.get("traceparent", ""))
+    if match and match.group(1) != "0" * 32:
+        return match.group(1)
+    return secrets.token_hex(16)
+
+
+def create_api(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store.from_settings(settings)
+        celery = create_app(settings)
+        app.state.settings = settings
+        app.state.store = store
+        app.state.celery = celery
+        app.state.producer = Producer(store, celery, settings)
+        yield
+        store.r.close()
+
+    app = FastAPI(
+        title="Audiences",
+        version="1",
+        summary="Bulk audience membership ingestion.",
+        default_response_class=Json,
+        lifespan=lifespan,
+    )
+    envelope.install(app)
+    app.include_router(router)
+
+    @app.middleware("http")
+    async def trace(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request.state.trace_id = trace_id_for(request)
+        response = await call_next(request)
+        response.headers["X-Request-Id"] = request.state.trace_id
+        return response
+
+    return app

@@ -1,0 +1,33 @@
+"""API-key authentication and scopes, as FastAPI dependencies."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import Depends, Header, Request
+
+from producer.errors import Forbidden, Unauthorized
+from worker.store import SCOPE_READ, SCOPE_WRITE, ApiKey
+
+
+async def _api_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> ApiKey:
+    if not x_api_key:
+        raise Unauthorized("Send your API key in the X-API-Key header.")
+    key = await to_thread.run_sync(request.app.state.store.lookup_api_key, x_api_key)
+    if key is None:
+        raise Unauthorized("Unknown or revoked API key.")
+    return key
+
+
+def _requiring(scope: str):  # type: ignore[no-untyped-def]
+    async def check(key: Annotated[ApiKey, Depends(_api_key)]) -> ApiKey:
+        if scope not in key.scopes:
+            raise Forbidden(f"This API key lacks the {scope} scope.")
+        return key
+
+    return check
+
+
+Reader = Annotated[ApiKey, Depends(_requiring(SCOPE_READ))]
+Writer = Annotated[ApiKey, Depends(_requiring(SCOPE_WRITE))]

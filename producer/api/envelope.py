@@ -1,0 +1,67 @@
+"""The error envelope, built in one place for every error the API returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from producer.api.responses import Json
+from producer.errors import ApiError, ServiceUnavailable
+from producer.validation import Problem
+
+STORE_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def error_response(request: Request, error: ApiError) -> Json:
+    body: dict[str, Any] = {
+        "error": {
+            "code": error.code,
+            "message": error.message,
+            "details": [p.as_detail() for p in error.details],
+        },
+        "trace_id": getattr(request.state, "trace_id", None),
+    }
+    return Json(body, status_code=error.status, headers=error.headers)
+
+
+def install(app: FastAPI) -> None:
+    """Map every exception the API can raise to the envelope."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Json:
+        return error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(request: Request, exc: RequestValidationError) -> Json:
+        problems = [
+            Problem(".".join(str(p) for p in e["loc"]), "validation_error", str(e["msg"]))
+            for e in exc.errors()
+        ]
+        return error_response(
+            request, ApiError("The request is invalid; fix the listed problems.", problems)
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Json:
+        error = ApiError(str(exc.detail))
+        error.status = exc.status_code
+        error.code = _HTTP_CODES.get(exc.status_code, "http_error")
+        if exc.status_code == 404:
+            error.message = "No such resource."
+        return error_response(request, error)
+
+    async def _store_down(request: Request, exc: Exception) -> Json:
+        return error_response(
+            request,
+            ServiceUnavailable(
+                "The store is unreachable; nothing was accepted. Retry after a few seconds."
+            ),
+        )
+
+    for unreachable in STORE_UNREACHABLE:
+        app.add_exception_handler(unreachable, _store_down)

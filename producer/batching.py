@@ -1,0 +1,70 @@
+"""Turning validated ops into batch payloads: encode, deduplicate (last action wins), split.
+
+A payload is one line per op, ``<+|-><id>\\t<attributes json>\\n``, in submission
+order, each id at most once. Ids and strings contain no control characters
+(validation refuses them), so tabs and newlines cannot occur inside a field, and the
+store's Lua script splits it without a JSON decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from producer.validation import MAX_STRING, Problem, check_attributes
+
+
+@dataclass(slots=True)
+class Batch:
+    """One batch's payload and the counts the token reports."""
+
+    payload: bytes
+    kept: int
+    received: int
+
+    @property
+    def deduplicated(self) -> int:
+        return self.received - self.kept
+
+
+@dataclass(slots=True)
+class Encoded:
+    """Ops encoded but not yet deduplicated; problems carry the op's index in ``loc``."""
+
+    ids: list[str] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+    problems: list[tuple[int, Problem]] = field(default_factory=list)
+
+
+def encode_ops(ops: list[dict[str, Any]]) -> Encoded:
+    """Encode every op (all are checked, even those a later op will supersede)."""
+    out = Encoded()
+    ids, lines = out.ids, out.lines
+    dumps = orjson.dumps
+    for index, op in enumerate(ops):
+        member_id: str = op["id"]
+        ids.append(member_id)
+        attrs = op.get("attributes")
+        if op["action"] == "remove":
+            lines.append(b"-" + member_id.encode() + b"\t\n")
+            continue
+        blob = dumps(attrs) if attrs else b""
+        if len(blob) > MAX_STRING or b"(" in blob:
+            stored, problems = check_attributes(attrs or {})
+            out.problems.extend((index, p) for p in problems)
+            blob = dumps(stored) if stored else b""
+        lines.append(b"+" + member_id.encode() + b"\t" + blob + b"\n")
+    return out
+
+
+def deduplicate(encoded: Encoded) -> Batch:
+    """Keep only the last op for each id, in submission order."""
+    ids = encoded.ids
+    last = {member_id: index for index, member_id in enumerate(ids)}
+    lines = encoded.lines
+    if len(last) == len(ids):
+        return Batch(b"".join(lines), len(ids), len(ids))
+    kept = [lines[index] for index in sorted(last.values())]
+    return Batch(b"".join(kept), len(kept), len(ids))

@@ -1,0 +1,189 @@
+"""The ``audiences`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from worker.settings import STACK_FILE, get_settings
+
+console = Console(stderr=True)
+
+
+def _client() -> Any:
+    from producer.client import AudiencesClient
+
+    base_url = os.environ.get("AUDIENCES_API_URL")
+    if not base_url and STACK_FILE.exists():
+        base_url = orjson.loads(STACK_FILE.read_bytes()).get("api_url")
+    api_key = os.environ.get("AUDIENCES_API_KEY")
+    if not api_key:
+        sys.exit("Set AUDIENCES_API_KEY (printed by `audiences up` or `audiences keys create`).")
+    return AudiencesClient(base_url or "http://127.0.0.1:8000", api_key)
+
+
+def _csv_ops(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows ``action,id,attributes_json`` (a header row with those names is skipped)."""
+    with path.open(newline="") as fh:
+        for row in csv.reader(fh):
+            if not row or row[:2] == ["action", "id"]:
+                continue
+            op: dict[str, Any] = {"action": row[0], "id": row[1]}
+            if len(row) > 2 and row[2].strip():
+                op["attributes"] = orjson.loads(row[2])
+            yield op
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from producer.stack import up
+
+    return up(api_port=args.port, flower_port=args.flower_port)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "producer.api.app:create_api",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        timeout_graceful_shutdown=15,
+        access_log=False,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.app import create_app
+    from worker.contract import QUEUES
+
+    settings = get_settings()
+    app = create_app(settings)
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            ",".join(QUEUES),
+            "--concurrency",
+            str(args.concurrency or settings.worker_concurrency),
+            "--loglevel",
+            args.loglevel,
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from worker.store import Store
+
+    store = Store.from_settings(get_settings())
+    key_id, secret = store.create_api_key(args.account, args.scope)
+    console.print(f"key id {key_id} for account {args.account}: {' '.join(sorted(args.scope))}")
+    console.print("The key is shown once; only its hash is stored.")
+    print(secret, flush=True)
+    return 0
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    with (
+        _client() as client,
+        Progress(
+            TextColumn("uploading"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+        ) as progress,
+    ):
+        # For CSV the bytes sent (NDJSON) differ a little from the file's size.
+        task = progress.add_task("upload", total=path.stat().st_size)
+
+        def advance(n: int) -> None:
+            progress.update(task, advance=n)
+
+        source: Any = _csv_ops(path) if path.suffix.lower() == ".csv" else path
+        token = client.upload(args.audience_id, source, on_bytes=advance)
+        progress.update(task, completed=path.stat().st_size)
+    print(token, flush=True)
+    if args.wait:
+        return _wait_and_print(token)
+    return 0
+
+
+def _wait_and_print(token: str) -> int:
+    with _client() as client:
+        status = client.wait(token, timeout=24 * 3600)
+    print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+    return 0 if status["indexing_state"] == "APPLIED" else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if args.wait:
+        return _wait_and_print(args.token)
+    with _client() as client:
+        print(orjson.dumps(client.status(args.token), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="audiences", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("up", help="run the whole stack (embedded Valkey unless configured)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--flower-port", type=int, default=5555)
+    s.set_defaults(func=cmd_up)
+
+    s = sub.add_parser("api", help="run the HTTP API")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1)
+    s.set_defaults(func=cmd_api)
+
+    s = sub.add_parser("worker", help="run a Celery worker (small and bulk queues)")
+    s.add_argument("--concurrency", type=int, default=None)
+    s.add_argument("--loglevel", default="INFO")
+    s.set_defaults(func=cmd_worker)
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
+    s = keys.add_parser("create", help="make a key and print it once")
+    s.add_argument("--account", required=True)
+    s.add_argument(
+        "--scope", action="append", required=True, choices=["audiences:read", "audiences:write"]
+    )
+    s.set_defaults(func=cmd_keys_create)
+
+    s = sub.add_parser("upload", help="upload an NDJSON or CSV file of ops")
+    s.add_argument("audience_id")
+    s.add_argument("file")
+    s.add_argument("--wait", action="store_true")
+    s.set_defaults(func=cmd_upload)
+
+    s = sub.add_parser("status", help="show an indexing token")
+    s.add_argument("token")
+    s.add_argument("--wait", action="store_true")
+    s.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

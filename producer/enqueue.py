@@ -1,0 +1,41 @@
+"""Publishing apply messages to Celery: the producer's only contact with the broker."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from worker.contract import TASK_APPLY_BATCH, ApplyBatch
+
+
+class EnqueueFailed(Exception):
+    """The broker refused or could not be reached after ``sent`` messages went out."""
+
+    def __init__(self, sent: int, cause: BaseException) -> None:
+        super().__init__(f"enqueue failed after {sent} message(s): {cause}")
+        self.sent = sent
+
+
+def enqueue(app: Celery, messages: Sequence[ApplyBatch], queue: str) -> None:
+    """Publish ``messages`` in order on one connection; no silent retries.
+
+    Failing fast lets the API answer 503 at once instead of holding the client
+    while kombu retries; the client retries the whole request (idempotently).
+    """
+    sent = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for msg in messages:
+                app.send_task(
+                    TASK_APPLY_BATCH,
+                    args=[msg.model_dump()],
+                    queue=queue,
+                    argsrepr=msg.argsrepr(),
+                    producer=producer,
+                    retry=False,
+                )
+                sent += 1
+    except (OperationalError, OSError, ConnectionError) as exc:
+        raise EnqueueFailed(sent, exc) from exc

@@ -1,0 +1,78 @@
+"""The one exception tree of the API; each error knows its HTTP status and stable code.
+
+The API maps these (and only these) to the error envelope, in one handler.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from producer.validation import Problem
+
+
+class ApiError(Exception):
+    """Base: an error the client can act on."""
+
+    status = 400
+    code = "validation_error"
+    headers: ClassVar[dict[str, str] | None] = None
+
+    def __init__(self, message: str, details: list[Problem] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class Unauthorized(ApiError):
+    """No API key, or one we do not know."""
+
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ApiError):
+    """The key lacks the scope the endpoint needs."""
+
+    status, code = 403, "forbidden"
+
+
+class NotFound(ApiError):
+    """No such resource in the caller's account (other accounts' resources included)."""
+
+    status, code = 404, "not_found"
+
+
+class InvalidRequest(ApiError):
+    """Field problems, each listed in ``details``."""
+
+    status, code = 400, "validation_error"
+
+
+class TooManyIds(ApiError):
+    """A members request over the per-request op limit."""
+
+    status, code = 400, "too_many_ids"
+
+
+class PayloadTooLarge(ApiError):
+    """The body, or one NDJSON line, is over its byte limit."""
+
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    """The body's Content-Type is not the one the endpoint reads."""
+
+    status, code = 415, "unsupported_media_type"
+
+
+class AudienceExists(ApiError):
+    """The account already has an audience of that name."""
+
+    status, code = 409, "audience_exists"
+
+
+class ServiceUnavailable(ApiError):
+    """The broker or the store cannot be reached; nothing was accepted."""
+
+    status, code = 503, "service_unavailable"
+    headers: ClassVar[dict[str, str] | None] = {"Retry-After": "5"}

@@ -1,0 +1,98 @@
+"""NDJSON uploads: lines out of a byte stream, and validation of a block of lines.
+
+Memory stays bounded: a line is held until its newline (at most the line limit),
+and ops are handled a block (one batch) at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from producer.errors import PayloadTooLarge
+from producer.validation import OPS, Op, Problem, problems_from
+
+ONE_OP: TypeAdapter[Any] = TypeAdapter(Op)
+
+
+async def lines_of(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[bytes]:
+    """Each line without its end (LF or CRLF); a final newline adds no empty line.
+
+    A line longer than ``max_line`` bytes raises :class:`PayloadTooLarge` as soon as
+    it is seen, before the rest of the body is read.
+    """
+    pending = b""
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        data = pending + chunk if pending else chunk
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            line = data[start:end]
+            if len(line) > max_line + 1:
+                raise _line_too_long(max_line)
+            yield line[:-1] if line.endswith(b"\r") else line
+            start = end + 1
+        pending = data[start:]
+        if len(pending) > max_line + 1:
+            raise _line_too_long(max_line)
+    if pending:
+        if len(pending) > max_line:
+            raise _line_too_long(max_line)
+        yield pending[:-1] if pending.endswith(b"\r") else pending
+
+
+def _line_too_long(max_line: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"An NDJSON line is longer than {max_line} bytes; split it into one op per line."
+    )
+
+
+def _is_one_object(line: bytes) -> bool:
+    stripped = line.strip()
+    return stripped.startswith(b"{") and stripped.endswith(b"}")
+
+
+def validate_block(
+    lines: list[bytes], first_line: int
+) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """Validate lines ``first_line ..``; returns the ops and the problems, by line.
+
+    Fast path: one validation of the block as a JSON array. Lines are joined with
+    a raw newline, which cannot occur inside a JSON string, and each must start with
+    ``{`` and end with ``}``; so a valid array with as many ops as lines means each
+    line held exactly one op. Otherwise each line is validated alone for exact errors.
+    """
+    if all(_is_one_object(line) for line in lines):
+        try:
+            ops: list[dict[str, Any]] = OPS.validate_json(b"[" + b",\n".join(lines) + b"]")
+        except PydanticValidationError:
+            pass
+        else:
+            if len(ops) == len(lines):
+                return ops, []
+    ops, problems = [], []
+    for offset, line in enumerate(lines):
+        where = f"line {first_line + offset}"
+        if not line.strip():
+            problems.append(
+                Problem(
+                    where,
+                    "blank_line",
+                    "Blank lines are not allowed; remove it or put one op on it.",
+                )
+            )
+            continue
+        try:
+            ops.append(ONE_OP.validate_json(line))
+        except PydanticValidationError as exc:
+            for problem in problems_from(exc):
+                field = problem.loc or None
+                problems.append(Problem(where, problem.code, problem.message, field))
+    return ops, problems

@@ -1,0 +1,189 @@
+"""The producer: from validated input to staged batches, a token and enqueued messages.
+
+Order of a submission, and why: validate everything first (a rejected request
+leaves no trace); stage each batch's payload in the store (the claim the message
+will point at); accept (reserve versions, register the token) in one script; then
+publish. If publishing fails, the token is abandoned so nothing of it ever applies.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from anyio import to_thread
+from celery import Celery
+from pydantic import ValidationError as PydanticValidationError
+
+from producer.batching import Batch, deduplicate, encode_ops
+from producer.enqueue import EnqueueFailed, enqueue
+from producer.errors import ApiError, InvalidRequest, NotFound, ServiceUnavailable, TooManyIds
+from producer.ndjson import lines_of, validate_block
+from producer.validation import MAX_OPS_PER_REQUEST, MEMBERS_BODY, Problem, problems_from
+from worker.app import queue_for
+from worker.contract import ApplyBatch
+from worker.settings import Settings
+from worker.store import Store
+
+MAX_PROBLEMS = 100
+
+
+def new_token() -> str:
+    """32 hex characters, 128 random bits: unguessable."""
+    return secrets.token_hex(16)
+
+
+@dataclass(slots=True)
+class _Upload:
+    """What an upload in progress has staged so far, and what was wrong with it."""
+
+    token: str
+    received: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+    deduplicated: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+class Producer:
+    def __init__(self, store: Store, app: Celery, settings: Settings) -> None:
+        self.store = store
+        self.app = app
+        self.settings = settings
+
+    def require_audience(self, account: str, audience_id: str) -> None:
+        if not self.store.audience_exists(account, audience_id):
+            raise NotFound(f"No audience {audience_id!r} in this account.")
+
+    # --- JSON members request ------------------------------------------------------------
+
+    def submit_members(self, account: str, audience_id: str, body: bytes) -> str:
+        """Validate a ``{"ids": [...]}`` body and enqueue it as one batch; returns the token."""
+        self.require_audience(account, audience_id)
+        try:
+            parsed = MEMBERS_BODY.validate_json(body)
+        except PydanticValidationError as exc:
+            raise _invalid_members(exc) from None
+        encoded = encode_ops(parsed["ids"])
+        if encoded.problems:
+            raise InvalidRequest(
+                "Some ops are invalid; nothing was accepted. Fix them and send the request again.",
+                [
+                    Problem(f"ids.{index}.{p.loc}", p.code, p.message)
+                    for index, p in encoded.problems[:MAX_PROBLEMS]
+                ],
+            )
+        batch = deduplicate(encoded)
+        token = new_token()
+        self.store.stage_batch(audience_id, token, 0, batch.payload)
+        self._accept_and_enqueue(
+            account, audience_id, token, [batch.kept], batch.received, batch.deduplicated
+        )
+        return token
+
+    # --- NDJSON upload ------------------------------------------------------------------------
+
+    async def submit_upload(
+        self, account: str, audience_id: str, chunks: AsyncIterator[bytes]
+    ) -> str:
+        """Stream, validate and stage an upload a batch at a time; enqueue only if all is valid."""
+        await to_thread.run_sync(self.require_audience, account, audience_id)
+        upload = _Upload(new_token())
+        block: list[bytes] = []
+        try:
+            async for line in lines_of(chunks, self.settings.max_ndjson_line_bytes):
+                block.append(line)
+                if len(block) == self.settings.batch_size:
+                    await to_thread.run_sync(self._take_block, audience_id, upload, block)
+                    block = []
+                    if len(upload.problems) >= MAX_PROBLEMS:
+                        break
+            if block:
+                await to_thread.run_sync(self._take_block, audience_id, upload, block)
+            if upload.received == 0:
+                upload.problems.append(
+                    Problem("line 1", "empty_upload", "The upload holds no op; send at least one.")
+                )
+            if upload.problems:
+                raise InvalidRequest(
+                    "The upload has invalid lines; nothing was accepted. Fix them and upload "
+                    "the file again.",
+                    upload.problems[:MAX_PROBLEMS],
+                )
+        except BaseException:
+            await to_thread.run_sync(
+                self.store.drop_staged, audience_id, upload.token, len(upload.batch_sizes)
+            )
+            raise
+        await to_thread.run_sync(
+            self._accept_and_enqueue,
+            account,
+            audience_id,
+            upload.token,
+            upload.batch_sizes,
+            upload.received,
+            upload.deduplicated,
+        )
+        return upload.token
+
+    def _take_block(self, audience_id: str, upload: _Upload, lines: list[bytes]) -> None:
+        first_line = upload.received + 1
+        upload.received += len(lines)
+        ops, problems = validate_block(lines, first_line)
+        if not problems:
+            encoded = encode_ops(ops)
+            problems = [
+                Problem(f"line {first_line + index}", p.code, p.message, p.loc)
+                for index, p in encoded.problems
+            ]
+        upload.problems.extend(problems)
+        if upload.problems:
+            return  # Invalid: nothing more is staged; keep reading only to report problems.
+        batch: Batch = deduplicate(encoded)
+        self.store.stage_batch(audience_id, upload.token, len(upload.batch_sizes), batch.payload)
+        upload.batch_sizes.append(batch.kept)
+        upload.deduplicated += batch.deduplicated
+
+    # --- accept and enqueue ------------------------------------------------------------------
+
+    def _accept_and_enqueue(
+        self,
+        account: str,
+        audience_id: str,
+        token: str,
+        batch_sizes: list[int],
+        received: int,
+        deduplicated: int,
+    ) -> None:
+        bases = self.store.accept(
+            account=account,
+            audience_id=audience_id,
+            token_id=token,
+            received=received,
+            deduplicated=deduplicated,
+            batch_sizes=batch_sizes,
+        )
+        messages = [
+            ApplyBatch(audience_id=audience_id, token=token, batch=n, base=base)
+            for n, base in enumerate(bases)
+        ]
+        try:
+            enqueue(self.app, messages, queue_for(sum(batch_sizes), self.settings))
+        except EnqueueFailed as exc:
+            self.store.abandon(audience_id, token, len(batch_sizes), forget=exc.sent == 0)
+            raise ServiceUnavailable(
+                "The queue is unreachable; nothing was accepted. Retry after a few seconds."
+            ) from exc
+
+
+def _invalid_members(exc: PydanticValidationError) -> ApiError:
+    if any(e["loc"] == ("ids",) and e["type"] == "too_long" for e in exc.errors()):
+        return TooManyIds(
+            f"At most {MAX_OPS_PER_REQUEST} ops per request; split them into several "
+            "requests or use an NDJSON upload.",
+            [Problem("ids", "too_many_ids", f"More than {MAX_OPS_PER_REQUEST} ops.")],
+        )
+    return InvalidRequest(
+        "The request body is invalid; nothing was accepted. Fix the listed problems.",
+        problems_from(exc)[:MAX_PROBLEMS],
+    )

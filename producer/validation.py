@@ -1,0 +1,225 @@
+"""Validation of member operations.
+
+The shape of every op is checked by one pydantic-core schema over the raw JSON bytes
+(no model object per op). The few rules a schema cannot say cheaply are checked in
+Python only on the rare ops that need them: typed attributes (``date(x)``, ``url(x)``)
+and string values longer than 300 characters, found by looking at each op's encoded
+attributes, which are encoded anyway for the batch payload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, NotRequired
+from urllib.parse import urlsplit
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    TypeAdapter,
+)
+from pydantic import ValidationError as PydanticValidationError
+from typing_extensions import TypedDict
+
+MAX_ATTRIBUTES = 15
+MAX_STRING = 300
+MAX_URL = 2048
+MAX_ARRAY = 25
+MAX_ID = 128
+MAX_OPS_PER_REQUEST = 10_000
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+NAME = r"[a-z0-9_]{1,30}"
+ATTRIBUTE_NAME = rf"^(?:{NAME}|date\({NAME}\)|url\({NAME}\))$"
+
+MemberId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pattern=NO_CONTROL)]
+AttributeName = Annotated[str, StringConstraints(pattern=ATTRIBUTE_NAME)]
+# Strings may be as long as a URL here; plain strings are held to 300 in Python below.
+AttributeString = Annotated[str, StringConstraints(max_length=MAX_URL, pattern=NO_CONTROL)]
+AttributeValue = (
+    StrictBool
+    | Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+    | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+    | AttributeString
+    | Annotated[list[AttributeString], Field(max_length=MAX_ARRAY)]
+)
+Attributes = Annotated[dict[AttributeName, AttributeValue], Field(max_length=MAX_ATTRIBUTES)]
+
+
+class AddOp(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    action: Literal["add"]
+    id: MemberId
+    attributes: NotRequired[Attributes]
+
+
+class RemoveOp(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    action: Literal["remove"]
+    id: MemberId
+
+
+Op = Annotated[AddOp | RemoveOp, Field(discriminator="action")]
+OPS = TypeAdapter(list[Op])
+
+
+class MembersBody(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    ids: Annotated[list[Op], Field(min_length=1, max_length=MAX_OPS_PER_REQUEST)]
+
+
+MEMBERS_BODY = TypeAdapter(MembersBody)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the input, where it is and what to do about it."""
+
+    loc: str
+    code: str
+    message: str
+    field: str | None = None
+
+    def as_detail(self) -> dict[str, str]:
+        detail = {"loc": self.loc, "code": self.code, "message": self.message}
+        if self.field is not None:
+            detail["field"] = self.field
+        return detail
+
+
+class InvalidOps(Exception):
+    """The ops failed validation; ``problems`` lists each, in input order."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(f"{len(problems)} problem(s)")
+        self.problems = problems
+
+
+def _code_for(error: Any, path: tuple[str | int, ...]) -> str:
+    kind = error["type"]
+    loc_is_key = bool(error["loc"]) and error["loc"][-1] == "[key]"
+    last = path[-1] if path else None
+    if kind == "json_invalid":
+        return "invalid_json"
+    if kind == "missing":
+        return "missing_field"
+    if kind == "extra_forbidden":
+        return "attributes_not_allowed" if last == "attributes" else "unknown_field"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return "invalid_action"
+    if "attributes" in path:
+        if last == "attributes" and kind == "too_long":
+            return "too_many_attributes"
+        if loc_is_key:
+            return "invalid_attribute_name"
+        return "invalid_attribute_value"
+    if last == "id":
+        return "invalid_id"
+    return "validation_error"
+
+
+def _clean_path(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """Drop pydantic's discriminator tag (``ids.3.add.attributes`` -> ``ids.3.attributes``)."""
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        if part in ("add", "remove") and (i == 0 or isinstance(loc[i - 1], int)):
+            continue
+        if part == "[key]":
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _message_for(code: str, error: Any) -> str:
+    if code == "invalid_attribute_name":
+        return (
+            "Attribute names are 1-30 characters of a-z, 0-9 and _, optionally typed as "
+            "date(name) or url(name)."
+        )
+    if code == "invalid_action":
+        return 'action must be "add" or "remove".'
+    if code == "attributes_not_allowed":
+        return "attributes are only allowed with action add."
+    if code == "too_many_attributes":
+        return f"At most {MAX_ATTRIBUTES} attributes per id."
+    if code == "invalid_id":
+        return f"id must be a string of 1-{MAX_ID} characters without control characters."
+    if code == "invalid_attribute_value":
+        return (
+            f"Attribute values are strings (at most {MAX_STRING} characters, no control "
+            f"characters), 64-bit integers, finite floats, booleans or arrays of at most "
+            f"{MAX_ARRAY} such strings ({error['msg']})."
+        )
+    return str(error["msg"])
+
+
+def problems_from(exc: PydanticValidationError) -> list[Problem]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        path = _clean_path(tuple(error["loc"]))
+        code = _code_for(error, path)
+        problems.append(Problem(".".join(str(p) for p in path), code, _message_for(code, error)))
+    return problems
+
+
+def _normalise_date(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a date(...) attribute takes an ISO-8601 date-time string")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _check_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a url(...) attribute takes a string")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("a url(...) attribute takes an absolute http(s) URL")
+    return value
+
+
+def _too_long(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) > MAX_STRING
+    if isinstance(value, list):
+        return any(len(item) > MAX_STRING for item in value)
+    return False
+
+
+def check_attributes(attrs: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """The rules the schema leaves to Python; returns the attributes as stored.
+
+    Typed values are normalised (dates to UTC) and empty ones dropped: the Batch
+    example sends ``"url(att20)": ""`` and expects it accepted and stored as absent.
+    Problems are located relative to the op (``attributes.<name>``).
+    """
+    problems: list[Problem] = []
+    stored: dict[str, Any] = {}
+    plain_names: set[str] = set()
+    for name, value in attrs.items():
+        where = f"attributes.{name}"
+        plain = name[name.index("(") + 1 : -1] if "(" in name else name
+        if plain in plain_names:
+            problems.append(
+                Problem(where, "duplicate_attribute", f"Attribute {plain!r} is given twice.")
+            )
+            continue
+        plain_names.add(plain)
+        try:
+            if name.startswith("date(") or name.startswith("url("):
+                if value == "":
+                    continue
+                stored[name] = _normalise_date(value) if name[0] == "d" else _check_url(value)
+            elif _too_long(value):
+                raise ValueError(f"strings are at most {MAX_STRING} characters")
+            else:
+                stored[name] = value
+        except ValueError as exc:
+            problems.append(Problem(where, "invalid_attribute_value", str(exc)))
+    return stored, problems

@@ -1,0 +1,86 @@
+"""The Celery application factory, configured from :class:`Settings`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import redis
+from celery import Celery, Task
+from kombu import Exchange, Queue
+
+from worker.apply import apply_batch, fail_batch
+from worker.contract import QUEUE_BULK, QUEUE_SMALL, QUEUES, TASK_APPLY_BATCH, ApplyBatch
+from worker.settings import Settings, get_settings
+from worker.store import Store
+
+RETRYABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+class _StorePerProcess:
+    """One store client per pool process: connections must not cross a fork."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pid = -1
+        self._store: Store | None = None
+
+    def get(self) -> Store:
+        if self._store is None or self._pid != os.getpid():
+            self._store = Store.from_settings(self.settings)
+            self._pid = os.getpid()
+        return self._store
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.require_broker(),
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            # BRPOP the small queue first: bulk batches never starve small updates.
+            "queue_order_strategy": "priority",
+        },
+        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
+        "task_default_queue": QUEUE_BULK,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("audiences", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    stores = _StorePerProcess(settings)
+
+    @app.task(name=TASK_APPLY_BATCH, bind=True, max_retries=settings.apply_retries)
+    def apply_batch_task(self: Task, message: dict[str, Any]) -> None:
+        msg = ApplyBatch.model_validate(message)
+        store = stores.get()
+        try:
+            apply_batch(store, msg, max_deliveries=settings.max_deliveries)
+        except RETRYABLE as exc:
+            if self.request.retries >= settings.apply_retries:
+                fail_batch(
+                    store,
+                    msg,
+                    "store_unavailable",
+                    f"The store failed on every try: {exc.__class__.__name__}.",
+                )
+                return
+            raise self.retry(exc=exc, countdown=min(2**self.request.retries, 10)) from exc
+
+    return app
+
+
+def queue_for(ops: int, settings: Settings) -> str:
+    return QUEUE_SMALL if ops <= settings.small_batch_max else QUEUE_BULK

@@ -1,0 +1,32 @@
+"""The producer-worker contract: task names, queues and the versioned message.
+
+A message is a claim check: it names a batch staged in the store, never carries the
+member ids. It stays a few hundred bytes whatever the batch size, so the Celery
+parent dispatches it without decoding megabytes, and Flower shows it whole.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+TASK_APPLY_BATCH = "audiences.apply_batch"
+QUEUE_SMALL = "small"
+QUEUE_BULK = "bulk"
+QUEUES = (QUEUE_SMALL, QUEUE_BULK)
+
+
+class ApplyBatch(BaseModel):
+    """Apply batch ``batch`` of ``token`` to ``audience_id``; its first op has version ``base``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    audience_id: str
+    token: str
+    batch: int
+    base: int
+
+    def argsrepr(self) -> str:
+        return f"audience={self.audience_id} token={self.token} batch={self.batch}"

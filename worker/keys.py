@@ -1,0 +1,74 @@
+"""Every Redis key the store uses is named here, and nowhere else.
+
+All keys of one audience share the hash tag ``{<audience id>}``, so each Lua script
+touches a single slot and the store runs unchanged on a Redis Cluster. Account-wide
+keys carry the account's tag; token and API-key lookups are single keys of their own.
+"""
+
+from __future__ import annotations
+
+
+def _aud(audience_id: str, suffix: str) -> str:
+    return f"aud:{{{audience_id}}}:{suffix}"
+
+
+def audience_meta(audience_id: str) -> str:
+    return _aud(audience_id, "meta")
+
+
+def members(audience_id: str) -> str:
+    return _aud(audience_id, "m")
+
+
+def member_count(audience_id: str) -> str:
+    return _aud(audience_id, "n")
+
+
+def version_seq(audience_id: str) -> str:
+    return _aud(audience_id, "seq")
+
+
+def pending_batches(audience_id: str) -> str:
+    return _aud(audience_id, "pending")
+
+
+def tombstones(audience_id: str) -> str:
+    return _aud(audience_id, "tomb")
+
+
+def token(audience_id: str, token_id: str) -> str:
+    return _aud(audience_id, f"tok:{token_id}")
+
+
+def token_done(audience_id: str, token_id: str) -> str:
+    return _aud(audience_id, f"tok:{token_id}:done")
+
+
+def batch_payload(audience_id: str, token_id: str, batch_no: int) -> str:
+    return _aud(audience_id, f"batch:{token_id}:{batch_no}")
+
+
+def pending_member(token_id: str, batch_no: int) -> str:
+    """The pending zset's member for one batch (a value, not a key)."""
+    return f"{token_id}:{batch_no}"
+
+
+def token_index(token_id: str) -> str:
+    """token -> "<account>\\t<audience>": the only way from a bare token to its audience."""
+    return f"tokidx:{token_id}"
+
+
+def account_names(account: str) -> str:
+    return f"acct:{{{account}}}:names"
+
+
+def account_audiences(account: str) -> str:
+    return f"acct:{{{account}}}:audiences"
+
+
+def account_keys(account: str) -> str:
+    return f"acct:{{{account}}}:keys"
+
+
+def api_key(key_hash: str) -> str:
+    return f"apikey:{key_hash}"

@@ -1,0 +1,99 @@
+"""The one typed settings object, read from ``AUDIENCES_*`` environment variables.
+
+Shared by the API, the producer, the worker and the CLI. Reading settings never
+connects to anything. When ``AUDIENCES_REDIS_URL`` is unset, the URLs of a stack
+started by ``audiences up`` in the current directory (``./.audiences/stack.json``)
+are used, so every CLI command run beside it talks to it.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STACK_DIR = Path(".audiences")
+STACK_FILE = STACK_DIR / "stack.json"
+
+
+class SettingsError(RuntimeError):
+    """The environment does not describe a usable configuration."""
+
+
+def broker_url_beside(store_url: str) -> str:
+    """The broker's URL when only the store's is given: the same server, the next database.
+
+    Broker and store never share a keyspace: the broker is not a database and
+    its keys must not be counted, scanned or backed up as members.
+    """
+    parts = urlsplit(store_url)
+    db = int(parts.path.lstrip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{db + 1}"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AUDIENCES_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None, description="The membership store (redis:// or rediss://)."
+    )
+    broker_url: str | None = Field(
+        default=None, description="Celery's broker; defaults to the store's server, next db."
+    )
+    redis_cluster: bool = Field(default=False, description="The store is a Redis Cluster.")
+
+    batch_size: int = Field(default=10_000, ge=1, le=10_000)
+    small_batch_max: int = Field(
+        default=1_000, description="Submissions of at most this many ops go to the small queue."
+    )
+    max_ops_per_request: int = 10_000
+    max_json_body_bytes: int = 64 * 1024 * 1024
+    max_ndjson_line_bytes: int = 1024 * 1024
+
+    visibility_timeout: int = Field(default=90, ge=10)
+    max_deliveries: int = Field(default=10, ge=1)
+    apply_retries: int = Field(default=5, ge=0)
+    token_retention_seconds: int = 7 * 24 * 3600
+    staging_ttl_seconds: int = 6 * 3600
+
+    worker_concurrency: int = 2
+    log_format: Literal["text", "json"] = "text"
+    flower_basic_auth: str | None = None
+
+    @model_validator(mode="after")
+    def _stack_defaults(self) -> Settings:
+        if self.redis_url is None and STACK_FILE.exists():
+            stack = orjson.loads(STACK_FILE.read_bytes())
+            self.redis_url = stack["redis_url"]
+            self.broker_url = self.broker_url or stack.get("broker_url")
+        if self.redis_url and not self.broker_url:
+            if self.redis_cluster:
+                raise SettingsError(
+                    "A Redis Cluster store needs AUDIENCES_BROKER_URL (a plain Redis or "
+                    "RabbitMQ): Celery has no cluster transport."
+                )
+            self.broker_url = broker_url_beside(self.redis_url)
+        return self
+
+    def require_store(self) -> str:
+        if not self.redis_url:
+            raise SettingsError(
+                "No store configured: set AUDIENCES_REDIS_URL, or run `audiences up` here first."
+            )
+        return self.redis_url
+
+    def require_broker(self) -> str:
+        self.require_store()
+        assert self.broker_url is not None
+        return self.broker_url
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read once on first use (never at import)."""
+    return Settings()
