@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, NotRequired
 from urllib.parse import urlsplit
 
 from pydantic import (
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -40,11 +41,21 @@ MemberId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pat
 AttributeName = Annotated[str, StringConstraints(pattern=ATTRIBUTE_NAME)]
 # Strings may be as long as a URL here; plain strings are held to 300 in Python below.
 AttributeString = Annotated[str, StringConstraints(max_length=MAX_URL, pattern=NO_CONTROL)]
+
+
+def _not_an_int(value: Any) -> Any:
+    """JSON ints may not fall through to the float member (2**64 is no float attribute)."""
+    if isinstance(value, int):
+        raise ValueError("integers must fit in 64 bits")
+    return value
+
+
+# Strings first: the common case matches exactly before any other member is tried.
 AttributeValue = (
-    StrictBool
+    AttributeString
+    | StrictBool
     | Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
-    | Annotated[StrictFloat, Field(allow_inf_nan=False)]
-    | AttributeString
+    | Annotated[StrictFloat, Field(allow_inf_nan=False), BeforeValidator(_not_an_int)]
     | Annotated[list[AttributeString], Field(max_length=MAX_ARRAY)]
 )
 Attributes = Annotated[dict[AttributeName, AttributeValue], Field(max_length=MAX_ATTRIBUTES)]
@@ -123,7 +134,13 @@ def _code_for(error: Any, path: tuple[str | int, ...]) -> str:
 
 
 def _clean_path(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-    """Drop pydantic's discriminator tag (``ids.3.add.attributes`` -> ``ids.3.attributes``)."""
+    """Where the problem is, as the client wrote it.
+
+    Drops pydantic's discriminator tag (``ids.3.add.attributes`` -> ``ids.3.attributes``),
+    its ``[key]`` marker, and the union member names after an attribute's name.
+    """
+    if "attributes" in loc:
+        loc = loc[: loc.index("attributes") + 2]
     out: list[str | int] = []
     for i, part in enumerate(loc):
         if part in ("add", "remove") and (i == 0 or isinstance(loc[i - 1], int)):

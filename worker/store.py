@@ -45,7 +45,7 @@ def connect(url: str, *, cluster: bool = False) -> Client:
 
 
 def _script_source(name: str) -> str:
-    return resources.files("worker").joinpath("scripts", f"{name}.lua").read_text()
+    return resources.files("worker").joinpath(f"scripts/{name}.lua").read_text()
 
 
 class AudienceExists(Exception):
