@@ -1,4 +1,8 @@
-"""Validation of audience fields (create now; PATCH builds on the same rules)."""
+"""Validation of audience fields for create and PATCH.
+
+Every problem is listed with its own code and dotted location; the error's top-level
+code is the first problem's code.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,18 @@ import orjson
 
 from producer.errors import InvalidRequest
 from producer.validation import Problem
+from worker.filters import validate as validate_filter
 
 MAX_NAME = 255
 MAX_DESCRIPTION = 500
-CREATE_FIELDS = ("name", "description")
+STATUSES = ("draft", "active", "paused", "archived")
+CREATE_STATUSES = ("draft", "active")
+FIELDS = ("name", "description", "status", "filter")
 
 
 def _check_name(value: Any) -> Problem | None:
-    if not isinstance(value, str):
-        return Problem("name", "invalid_name", "name must be a string.")
-    if not value.strip():
-        return Problem("name", "invalid_name", "name must not be empty or blank.")
+    if not isinstance(value, str) or not value.strip():
+        return Problem("name", "invalid_name", "name must be a non-empty, non-blank string.")
     if len(value) > MAX_NAME:
         return Problem("name", "name_too_long", f"name is at most {MAX_NAME} characters.")
     return None
@@ -38,40 +43,82 @@ def _check_description(value: Any) -> Problem | None:
     return None
 
 
-def raise_problems(problems: list[Problem]) -> None:
+def _check_status(value: Any, allowed: tuple[str, ...]) -> Problem | None:
+    if value not in allowed:
+        return Problem("status", "invalid_status", f"status is one of {', '.join(allowed)}.")
+    return None
+
+
+def raise_problems(problems: list[Problem], message: str) -> None:
     """Field problems -> 400; the top-level code is the first problem's own code."""
     if problems:
-        error = InvalidRequest("The audience is invalid; fix the listed problems.", problems)
+        error = InvalidRequest(message, problems)
         error.code = problems[0].code
         raise error
 
 
 def parse_object(body: bytes) -> dict[str, Any]:
     try:
-        data = orjson.loads(body)
+        data = orjson.loads(body) if body.strip() else {}
     except orjson.JSONDecodeError as exc:
-        raise_problems([Problem("body", "invalid_json", f"The body is not valid JSON: {exc}.")])
-        raise  # unreachable: raise_problems raised
+        raise_problems(
+            [Problem("body", "invalid_json", f"The body is not valid JSON: {exc}.")],
+            "The body is not valid JSON.",
+        )
+        raise  # raise_problems raised already
     if not isinstance(data, dict):
-        raise_problems([Problem("body", "validation_error", "The body must be a JSON object.")])
+        raise_problems(
+            [Problem("body", "validation_error", "The body must be a JSON object.")],
+            "The body must be a JSON object.",
+        )
     return data  # type: ignore[no-any-return]
 
 
-def parse_create(body: bytes) -> tuple[str, str | None]:
-    data = parse_object(body)
+def _field_problems(data: dict[str, Any], statuses: tuple[str, ...]) -> list[Problem]:
     problems = [
-        Problem(name, "unknown_field", f"Unknown field {name!r}.")
+        Problem(name, "unknown_field", f"Unknown field {name!r}; fields are {', '.join(FIELDS)}.")
         for name in data
-        if name not in CREATE_FIELDS
+        if name not in FIELDS
     ]
-    if "name" not in data:
-        problems.insert(0, Problem("name", "missing_field", "name is required."))
-    else:
-        problem = _check_name(data["name"])
+    checks = {
+        "name": _check_name,
+        "description": _check_description,
+        "status": lambda v: _check_status(v, statuses),
+    }
+    for name in FIELDS:
+        if name not in data:
+            continue
+        if name == "filter":
+            problems += [Problem(p.loc, p.code, p.message) for p in validate_filter(data[name])]
+            continue
+        problem = checks[name](data[name])
         if problem:
-            problems.insert(0, problem)
-    problem = _check_description(data.get("description"))
-    if problem:
-        problems.append(problem)
-    raise_problems(problems)
-    return data["name"], data.get("description")
+            problems.append(problem)
+    return problems
+
+
+def parse_create(body: bytes) -> dict[str, Any]:
+    """name, description, status and filter of a new audience."""
+    data = parse_object(body)
+    problems = _field_problems(data, CREATE_STATUSES)
+    if "name" not in data:
+        problems.insert(0, Problem("name", "invalid_name", "name is required."))
+    raise_problems(problems, "The audience is invalid; fix the listed problems.")
+    return {
+        "name": data["name"],
+        "description": data.get("description"),
+        "status": data.get("status", "active"),
+        "filter": data.get("filter"),
+    }
+
+
+def parse_patch(body: bytes) -> dict[str, Any]:
+    """The fields a PATCH changes: at least one, none unknown."""
+    data = parse_object(body)
+    problems = _field_problems(data, STATUSES)
+    if not data:
+        problems.append(
+            Problem("body", "empty_update", f"Send at least one of {', '.join(FIELDS)}.")
+        )
+    raise_problems(problems, "The update is invalid; fix the listed problems.")
+    return data

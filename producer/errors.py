@@ -76,3 +76,35 @@ class ServiceUnavailable(ApiError):
 
     status, code = 503, "service_unavailable"
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": "5"}
+
+
+class PreconditionFailed(ApiError):
+    """If-Match names a revision the audience no longer has; nothing changed."""
+
+    status, code = 412, "precondition_failed"
+
+
+class AudienceArchived(ApiError):
+    """Membership updates to an archived audience are refused."""
+
+    status, code = 409, "audience_archived"
+
+
+class AudienceNotReady(ApiError):
+    """A replace is running; try again once it has swapped in."""
+
+    status, code = 409, "audience_not_ready"
+    headers: ClassVar[dict[str, str] | None] = {"Retry-After": "5"}
+
+
+class IdempotencyKeyReused(ApiError):
+    """The Idempotency-Key was used with a different request."""
+
+    status, code = 422, "idempotency_key_reused"
+
+
+class IdempotencyKeyInUse(ApiError):
+    """A request with this Idempotency-Key is still being handled."""
+
+    status, code = 409, "idempotency_key_in_use"
+    headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1"}

@@ -8,6 +8,7 @@ publish. If publishing fails, the token is abandoned so nothing of it ever appli
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,13 +18,22 @@ from celery import Celery
 from pydantic import ValidationError as PydanticValidationError
 
 from producer.batching import Batch, deduplicate, encode_ops
-from producer.enqueue import EnqueueFailed, enqueue
-from producer.errors import ApiError, InvalidRequest, NotFound, ServiceUnavailable, TooManyIds
+from producer.errors import (
+    ApiError,
+    AudienceArchived,
+    AudienceNotReady,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+    TooManyIds,
+)
 from producer.ndjson import lines_of, validate_block
 from producer.validation import MAX_OPS_PER_REQUEST, MEMBERS_BODY, Problem, problems_from
 from worker.app import queue_for
-from worker.contract import ApplyBatch
+from worker.contract import QUEUE_BULK, ApplyBatch, CountStep
+from worker.publish import EnqueueFailed, enqueue
 from worker.settings import Settings
+from worker.store import AudienceNotReady as StoreNotReady
 from worker.store import Store
 
 MAX_PROBLEMS = 100
@@ -34,11 +44,20 @@ def new_token() -> str:
     return secrets.token_hex(16)
 
 
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    """What a ``validate_only`` request would have submitted."""
+
+    received: int
+    deduplicated: int
+
+
 @dataclass(slots=True)
 class _Upload:
     """What an upload in progress has staged so far, and what was wrong with it."""
 
     token: str
+    stage: bool = True
     received: int = 0
     batch_sizes: list[int] = field(default_factory=list)
     deduplicated: int = 0
@@ -51,14 +70,43 @@ class Producer:
         self.app = app
         self.settings = settings
 
-    def require_audience(self, account: str, audience_id: str) -> None:
+    def require_audience(self, account: str, audience_id: str, *, replace: bool = False) -> None:
+        """The audience exists in the account and takes membership updates now."""
+        meta = self.store.audience_meta(account, audience_id)
+        if meta is None:
+            raise NotFound(f"No audience {audience_id!r} in this account.")
+        if meta["status"] == "archived":
+            raise AudienceArchived(
+                "The audience is archived; set its status back to active to update it."
+            )
+        if replace and self.store.replace_running(audience_id):
+            raise _not_ready()
+
+    def start_count(self, account: str, audience_id: str) -> str:
+        """Start an asynchronous count of the targetable members; returns its token."""
         if not self.store.audience_exists(account, audience_id):
             raise NotFound(f"No audience {audience_id!r} in this account.")
+        token = new_token()
+        filter_rev = self.store.start_count(account, audience_id, token)
+        step = CountStep(
+            audience_id=audience_id, token=token, step=1, cursor=0, filter_rev=filter_rev
+        )
+        try:
+            enqueue(self.app, [step], QUEUE_BULK)
+        except EnqueueFailed as exc:
+            self.store.abandon(audience_id, token, 0, forget=True)
+            raise _queue_down() from exc
+        return token
 
     # --- JSON members request ------------------------------------------------------------
 
-    def submit_members(self, account: str, audience_id: str, body: bytes) -> str:
-        """Validate a ``{"ids": [...]}`` body and enqueue it as one batch; returns the token."""
+    def submit_members(
+        self, account: str, audience_id: str, body: bytes, *, validate_only: bool = False
+    ) -> str | DryRun:
+        """Validate a ``{"ids": [...]}`` body and enqueue it as one batch; returns the token.
+
+        With ``validate_only`` nothing is staged or enqueued: the counts are returned.
+        """
         self.require_audience(account, audience_id)
         try:
             parsed = MEMBERS_BODY.validate_json(body)
@@ -74,6 +122,8 @@ class Producer:
                 ],
             )
         batch = deduplicate(encoded)
+        if validate_only:
+            return DryRun(batch.received, batch.deduplicated)
         token = new_token()
         self.store.stage_batch(audience_id, token, 0, batch.payload)
         self._accept_and_enqueue(
@@ -84,11 +134,23 @@ class Producer:
     # --- NDJSON upload ------------------------------------------------------------------------
 
     async def submit_upload(
-        self, account: str, audience_id: str, chunks: AsyncIterator[bytes]
-    ) -> str:
-        """Stream, validate and stage an upload a batch at a time; enqueue only if all is valid."""
-        await to_thread.run_sync(self.require_audience, account, audience_id)
-        upload = _Upload(new_token())
+        self,
+        account: str,
+        audience_id: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        replace: bool = False,
+        validate_only: bool = False,
+    ) -> str | DryRun:
+        """Stream, validate and stage an upload a batch at a time; enqueue only if all is valid.
+
+        ``replace`` makes the upload the audience's whole new membership, swapped in at
+        once when applied. ``validate_only`` stages and enqueues nothing.
+        """
+        await to_thread.run_sync(
+            functools.partial(self.require_audience, account, audience_id, replace=replace)
+        )
+        upload = _Upload(new_token(), stage=not validate_only)
         block: list[bytes] = []
         try:
             async for line in lines_of(chunks, self.settings.max_ndjson_line_bytes):
@@ -115,14 +177,19 @@ class Producer:
                 self.store.drop_staged, audience_id, upload.token, len(upload.batch_sizes)
             )
             raise
+        if validate_only:
+            return DryRun(upload.received, upload.deduplicated)
         await to_thread.run_sync(
-            self._accept_and_enqueue,
-            account,
-            audience_id,
-            upload.token,
-            upload.batch_sizes,
-            upload.received,
-            upload.deduplicated,
+            functools.partial(
+                self._accept_and_enqueue,
+                account,
+                audience_id,
+                upload.token,
+                upload.batch_sizes,
+                upload.received,
+                upload.deduplicated,
+                kind="replace" if replace else "members",
+            )
         )
         return upload.token
 
@@ -140,7 +207,10 @@ class Producer:
         if upload.problems:
             return  # Invalid: nothing more is staged; keep reading only to report problems.
         batch: Batch = deduplicate(encoded)
-        self.store.stage_batch(audience_id, upload.token, len(upload.batch_sizes), batch.payload)
+        if upload.stage:
+            self.store.stage_batch(
+                audience_id, upload.token, len(upload.batch_sizes), batch.payload
+            )
         upload.batch_sizes.append(batch.kept)
         upload.deduplicated += batch.deduplicated
 
@@ -154,15 +224,21 @@ class Producer:
         batch_sizes: list[int],
         received: int,
         deduplicated: int,
+        kind: str = "members",
     ) -> None:
-        bases = self.store.accept(
-            account=account,
-            audience_id=audience_id,
-            token_id=token,
-            received=received,
-            deduplicated=deduplicated,
-            batch_sizes=batch_sizes,
-        )
+        try:
+            bases = self.store.accept(
+                account=account,
+                audience_id=audience_id,
+                token_id=token,
+                received=received,
+                deduplicated=deduplicated,
+                batch_sizes=batch_sizes,
+                kind=kind,
+            )
+        except StoreNotReady:
+            self.store.drop_staged(audience_id, token, len(batch_sizes))
+            raise _not_ready() from None
         messages = [
             ApplyBatch(audience_id=audience_id, token=token, batch=n, base=base)
             for n, base in enumerate(bases)
@@ -171,9 +247,17 @@ class Producer:
             enqueue(self.app, messages, queue_for(sum(batch_sizes), self.settings))
         except EnqueueFailed as exc:
             self.store.abandon(audience_id, token, len(batch_sizes), forget=exc.sent == 0)
-            raise ServiceUnavailable(
-                "The queue is unreachable; nothing was accepted. Retry after a few seconds."
-            ) from exc
+            raise _queue_down() from exc
+
+
+def _queue_down() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The queue is unreachable; nothing was accepted. Retry after a few seconds."
+    )
+
+
+def _not_ready() -> AudienceNotReady:
+    return AudienceNotReady("A replace is running on this audience; retry once it has swapped in.")
 
 
 def _invalid_members(exc: PydanticValidationError) -> ApiError:

@@ -9,8 +9,17 @@ import redis
 from celery import Celery, Task
 from kombu import Exchange, Queue
 
-from worker.apply import apply_batch, fail_batch
-from worker.contract import QUEUE_BULK, QUEUE_SMALL, QUEUES, TASK_APPLY_BATCH, ApplyBatch
+from worker.apply import apply_batch, count_step, fail_batch
+from worker.contract import (
+    QUEUE_BULK,
+    QUEUE_SMALL,
+    QUEUES,
+    TASK_APPLY_BATCH,
+    TASK_COUNT_SIZE,
+    ApplyBatch,
+    CountStep,
+)
+from worker.publish import enqueue
 from worker.settings import Settings, get_settings
 from worker.store import Store
 
@@ -62,12 +71,15 @@ def create_app(settings: Settings | None = None) -> Celery:
     app.conf.update(celery_config(settings))
     stores = _StorePerProcess(settings)
 
+    def publish(messages: list[ApplyBatch]) -> None:
+        enqueue(app, messages, QUEUE_BULK)
+
     @app.task(name=TASK_APPLY_BATCH, bind=True, max_retries=settings.apply_retries)
     def apply_batch_task(self: Task, message: dict[str, Any]) -> None:
         msg = ApplyBatch.model_validate(message)
         store = stores.get()
         try:
-            apply_batch(store, msg, max_deliveries=settings.max_deliveries)
+            apply_batch(store, msg, max_deliveries=settings.max_deliveries, publish=publish)
         except RETRYABLE as exc:
             if self.request.retries >= settings.apply_retries:
                 fail_batch(
@@ -75,8 +87,17 @@ def create_app(settings: Settings | None = None) -> Celery:
                     msg,
                     "store_unavailable",
                     f"The store failed on every try: {exc.__class__.__name__}.",
+                    publish,
                 )
                 return
+            raise self.retry(exc=exc, countdown=min(2**self.request.retries, 10)) from exc
+
+    @app.task(name=TASK_COUNT_SIZE, bind=True, max_retries=settings.apply_retries)
+    def count_size_task(self: Task, message: dict[str, Any]) -> None:
+        msg = CountStep.model_validate(message)
+        try:
+            count_step(stores.get(), msg, publish=lambda nxt: enqueue(app, [nxt], QUEUE_BULK))
+        except RETRYABLE as exc:
             raise self.retry(exc=exc, countdown=min(2**self.request.retries, 10)) from exc
 
     return app

@@ -1,20 +1,34 @@
-"""Applying one batch: the worker's logic, plain Python over a :class:`Store`, no Celery."""
+"""The worker's logic, plain Python over a :class:`Store`, no Celery.
+
+``publish`` callbacks put messages back on the queue (parked batches released after a
+replace, the next step of a count); the Celery task supplies them.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
-from worker.contract import ApplyBatch
+import orjson
+
+from worker.contract import ApplyBatch, CountStep
+from worker.filters import compile_filter
 from worker.store import ApplyResult, Store
 
 log = logging.getLogger(__name__)
 
+COUNT_STEP_SECONDS = 1.0
+COUNT_SCAN_BUDGET = 20_000
 
-class ApplyFailed(Exception):
-    """The batch could not be applied this time; the task may retry it."""
 
-
-def apply_batch(store: Store, msg: ApplyBatch, *, max_deliveries: int) -> ApplyResult | None:
+def apply_batch(
+    store: Store,
+    msg: ApplyBatch,
+    *,
+    max_deliveries: int,
+    publish: Callable[[list[ApplyBatch]], None],
+) -> ApplyResult | None:
     """Apply ``msg``'s batch once, whatever number of times it is delivered.
 
     Celery on Redis does not count deliveries, so the store does: a batch delivered
@@ -22,12 +36,10 @@ def apply_batch(store: Store, msg: ApplyBatch, *, max_deliveries: int) -> ApplyR
     failed with a reason instead of looping forever. Returns None when the token is
     gone (expired or abandoned at submit): there is nothing left to apply.
     """
+    ids = {"audience_id": msg.audience_id, "token": msg.token, "batch": msg.batch}
     deliveries = store.count_delivery(msg.audience_id, msg.token, msg.batch)
     if deliveries == 0:
-        log.info(
-            "token gone, batch dropped",
-            extra={"audience_id": msg.audience_id, "token": msg.token, "batch": msg.batch},
-        )
+        log.info("token gone, batch dropped", extra=ids)
         return None
     if deliveries > max_deliveries:
         fail_batch(
@@ -36,9 +48,12 @@ def apply_batch(store: Store, msg: ApplyBatch, *, max_deliveries: int) -> ApplyR
             "too_many_deliveries",
             f"Batch {msg.batch} was delivered {deliveries - 1} times without being "
             "applied (its worker kept dying); it was given up.",
+            publish,
         )
         return None
-    result = store.apply_batch(msg.audience_id, msg.token, msg.batch, msg.base)
+    result = store.apply_batch(
+        msg.audience_id, msg.token, msg.batch, msg.base, msg.model_dump_json().encode()
+    )
     if result.outcome == "missing":
         fail_batch(
             store,
@@ -46,28 +61,79 @@ def apply_batch(store: Store, msg: ApplyBatch, *, max_deliveries: int) -> ApplyR
             "payload_missing",
             f"Batch {msg.batch}'s staged ops were not found in the store "
             "(expired or lost); send those ops again.",
+            publish,
         )
     log.info(
         "batch %s",
         result.outcome,
         extra={
-            "audience_id": msg.audience_id,
-            "token": msg.token,
-            "batch": msg.batch,
+            **ids,
             "added": result.added,
             "removed": result.removed,
             "superseded": result.superseded,
             "token_state": result.token_state,
         },
     )
+    if result.releasable:
+        release_parked(store, msg.audience_id, publish)
     return result
 
 
-def fail_batch(store: Store, msg: ApplyBatch, code: str, message: str) -> str:
+def fail_batch(
+    store: Store,
+    msg: ApplyBatch,
+    code: str,
+    message: str,
+    publish: Callable[[list[ApplyBatch]], None],
+) -> str:
     """Record that ``msg``'s batch will never apply; the token's other batches go on."""
     log.warning(
         "batch failed: %s",
         code,
         extra={"audience_id": msg.audience_id, "token": msg.token, "batch": msg.batch},
     )
-    return store.fail_batch(msg.audience_id, msg.token, msg.batch, code, message)
+    state, releasable = store.fail_batch(msg.audience_id, msg.token, msg.batch, code, message)
+    if releasable:
+        release_parked(store, msg.audience_id, publish)
+    return state
+
+
+def release_parked(
+    store: Store, audience_id: str, publish: Callable[[list[ApplyBatch]], None]
+) -> None:
+    """Publish again the batches parked behind a replace that has ended.
+
+    They are removed from the parked list only after publishing, so a crash in between
+    publishes some twice, which applying once per batch makes harmless.
+    """
+    raw = store.parked_messages(audience_id)
+    if raw:
+        publish([ApplyBatch.model_validate(orjson.loads(m)) for m in raw])
+        store.forget_parked(audience_id, len(raw))
+
+
+def count_step(store: Store, msg: CountStep, *, publish: Callable[[CountStep], None]) -> str:
+    """Scan for about a second, record the step once, and send the next step.
+
+    Memory stays bounded by one scan budget; each member is evaluated once per step.
+    """
+    filter_, filter_rev = store.count_filter(msg.audience_id)
+    predicate = compile_filter(filter_) if filter_rev == msg.filter_rev else None
+    cursor, scanned, matched = msg.cursor, 0, 0
+    deadline = time.monotonic() + COUNT_STEP_SECONDS
+    if predicate is not None:
+        while True:
+            cursor, blobs = store.scan_stored(msg.audience_id, cursor, COUNT_SCAN_BUDGET)
+            scanned += len(blobs)
+            if filter_ is None:
+                matched += len(blobs)
+            else:
+                matched += sum(1 for blob in blobs if predicate(orjson.loads(blob) if blob else {}))
+            if cursor == 0 or time.monotonic() > deadline:
+                break
+    outcome, next_cursor, last_step = store.record_count_step(
+        msg.audience_id, msg.token, msg.step, scanned, matched, cursor, msg.filter_rev
+    )
+    if outcome in ("counted", "duplicate"):
+        publish(msg.model_copy(update={"step": last_step + 1, "cursor": next_cursor}))
+    return outcome

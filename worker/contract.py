@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 TASK_APPLY_BATCH = "audiences.apply_batch"
+TASK_COUNT_SIZE = "audiences.count_size"
 QUEUE_SMALL = "small"
 QUEUE_BULK = "bulk"
 QUEUES = (QUEUE_SMALL, QUEUE_BULK)
@@ -30,3 +31,23 @@ class ApplyBatch(BaseModel):
 
     def argsrepr(self) -> str:
         return f"audience={self.audience_id} token={self.token} batch={self.batch}"
+
+
+class CountStep(BaseModel):
+    """Count targetable members of ``audience_id`` from scan ``cursor``, as step ``step``.
+
+    A count is a chain of short steps (each well under the visibility timeout); each
+    step records its result once and sends the next.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    audience_id: str
+    token: str
+    step: int
+    cursor: int
+    filter_rev: int
+
+    def argsrepr(self) -> str:
+        return f"audience={self.audience_id} token={self.token} step={self.step}"

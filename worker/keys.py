@@ -36,12 +36,46 @@ def tombstones(audience_id: str) -> str:
     return _aud(audience_id, "tomb")
 
 
+def replace(audience_id: str) -> str:
+    """Present while a replace runs: its token and when it started."""
+    return _aud(audience_id, "replace")
+
+
+def shadow_members(audience_id: str) -> str:
+    return _aud(audience_id, "shadow:m")
+
+
+def shadow_count(audience_id: str) -> str:
+    return _aud(audience_id, "shadow:n")
+
+
+def shadow_tombstones(audience_id: str) -> str:
+    return _aud(audience_id, "shadow:tomb")
+
+
+def parked(audience_id: str) -> str:
+    """Messages of batches accepted during a replace, released when it ends."""
+    return _aud(audience_id, "parked")
+
+
+def tokens_in_process(audience_id: str) -> str:
+    return _aud(audience_id, "inprocess")
+
+
+def all_tokens(audience_id: str) -> str:
+    return _aud(audience_id, "tokens")
+
+
+def token_prefix(audience_id: str) -> str:
+    return _aud(audience_id, "tok:")
+
+
 def token(audience_id: str, token_id: str) -> str:
-    return _aud(audience_id, f"tok:{token_id}")
+    return token_prefix(audience_id) + token_id
 
 
 def token_done(audience_id: str, token_id: str) -> str:
-    return _aud(audience_id, f"tok:{token_id}:done")
+    return _aud(audience_id, f"done:{token_id}")
 
 
 def batch_payload(audience_id: str, token_id: str, batch_no: int) -> str:
@@ -68,6 +102,10 @@ def account_audiences(account: str) -> str:
 
 def account_keys(account: str) -> str:
     return f"acct:{{{account}}}:keys"
+
+
+def idempotency(account: str, key: str) -> str:
+    return f"acct:{{{account}}}:idem:{key}"
 
 
 def api_key(key_hash: str) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -48,8 +49,24 @@ def _script_source(name: str) -> str:
     return resources.files("worker").joinpath(f"scripts/{name}.lua").read_text()
 
 
-class AudienceExists(Exception):
+class StoreError(Exception):
+    """Base of the store's refusals (each maps to one API error)."""
+
+
+class AudienceExists(StoreError):
     """An audience of that name already exists in the account."""
+
+
+class AudienceMissing(StoreError):
+    """No such audience in the account."""
+
+
+class AudienceNotReady(StoreError):
+    """A replace is running on the audience."""
+
+
+class PreconditionFailed(StoreError):
+    """The caller's If-Match no longer matches the audience's revision."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +78,26 @@ class ApiKey:
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    outcome: str  # applied | duplicate | aborted | missing
+    outcome: str  # applied | duplicate | parked | aborted | missing
     added: int
     removed: int
     superseded: int
     token_state: str
+    releasable: int = 0  # parked messages to publish again (a replace has ended)
 
 
 def _s(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _etag_value(if_match: str | None) -> str:
+    """The revision an If-Match header names ('' when absent, '*' for any)."""
+    if not if_match:
+        return ""
+    value = if_match.strip()
+    if value == "*":
+        return "*"
+    return value.removeprefix("W/").strip('"')
 
 
 def _hash(raw: dict[bytes, bytes]) -> dict[str, str]:
@@ -107,6 +135,9 @@ class Store:
         self._apply = client.register_script(_script_source("apply"))
         self._fail = client.register_script(_script_source("fail_batch"))
         self._accept = client.register_script(_script_source("accept"))
+        self._count_step = client.register_script(_script_source("count_step"))
+        self._patch = client.register_script(_script_source("patch_audience"))
+        self._delete = client.register_script(_script_source("delete_audience"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
@@ -152,39 +183,194 @@ class Store:
 
     # --- audiences ------------------------------------------------------------------
 
-    def create_audience(self, account: str, name: str, description: str | None) -> dict[str, Any]:
+    def create_audience(
+        self,
+        account: str,
+        name: str,
+        description: str | None,
+        status: str = "active",
+        filter_: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         audience_id = secrets.token_hex(12)
         if not self.r.hsetnx(keys.account_names(account), name, audience_id):
             raise AudienceExists(name)
         now = now_iso()
-        meta = {
-            "id": audience_id,
-            "account": account,
-            "name": name,
-            "description": orjson.dumps(description),
-            "created_at": now,
-            "updated_at": now,
-        }
-        self.r.hset(keys.audience_meta(audience_id), mapping=meta)
-        self.r.zadd(keys.account_audiences(account), {audience_id: datetime.now(UTC).timestamp()})
-        return self.get_audience(account, audience_id) or {}
+        self.r.hset(
+            keys.audience_meta(audience_id),
+            mapping={
+                "id": audience_id,
+                "account": account,
+                "name": name,
+                "description": orjson.dumps(description),
+                "status": status,
+                "filter": orjson.dumps(filter_),
+                "filter_rev": 0,
+                "rev": 1,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        created = datetime.now(UTC).timestamp() * 1_000_000
+        self.r.zadd(keys.account_audiences(account), {audience_id: created})
+        view = self.get_audience(account, audience_id)
+        assert view is not None
+        return view[0]
+
+    def audience_meta(self, account: str, audience_id: str) -> dict[str, str] | None:
+        raw = _hash(self.r.hgetall(keys.audience_meta(audience_id)))
+        return raw if raw.get("account") == account else None
 
     def audience_exists(self, account: str, audience_id: str) -> bool:
         return _s(self.r.hget(keys.audience_meta(audience_id), "account")) == account
 
-    def get_audience(self, account: str, audience_id: str) -> dict[str, Any] | None:
-        raw = _hash(self.r.hgetall(keys.audience_meta(audience_id)))
+    def replace_running(self, audience_id: str) -> bool:
+        return bool(self.r.exists(keys.replace(audience_id)))
+
+    def get_audience(self, account: str, audience_id: str) -> tuple[dict[str, Any], str] | None:
+        """The audience object and its ETag, or None when not in ``account``."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(keys.audience_meta(audience_id))
+        pipe.get(keys.member_count(audience_id))
+        pipe.zrevrange(keys.tokens_in_process(audience_id), 0, 99)
+        raw_meta, size, pending = pipe.execute()
+        raw = _hash(raw_meta)
         if raw.get("account") != account:
             return None
-        size = int(self.r.get(keys.member_count(audience_id)) or 0)
-        return {
+        cached = raw.get("cached_size")
+        audience = {
             "id": raw["id"],
             "name": raw["name"],
             "description": orjson.loads(raw["description"]),
-            "size": size,
+            "status": raw["status"],
+            "filter": orjson.loads(raw["filter"]),
+            "size": int(size or 0),
+            "cached_size": int(cached) if cached is not None else None,
+            "cached_size_updated_at": raw.get("cached_size_updated_at"),
+            "pending_tokens": [t.decode() for t in pending],
             "created_at": raw["created_at"],
             "updated_at": raw["updated_at"],
         }
+        return audience, f'"{raw["rev"]}"'
+
+    def list_audiences(
+        self, account: str, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first; the cursor is the creation score of the last audience returned."""
+        index = keys.account_audiences(account)
+        upper = f"({cursor}" if cursor else "+inf"
+        page: list[dict[str, Any]] = []
+        while len(page) < limit:
+            rows = self.r.zrevrangebyscore(
+                index, upper, "-inf", start=0, num=limit, withscores=True
+            )
+            if not rows:
+                return page, None
+            for audience_id, score in rows:
+                upper = f"({score:.0f}"
+                view = self.get_audience(account, audience_id.decode())
+                if view is None or (status and view[0]["status"] != status):
+                    continue
+                page.append(view[0])
+                if len(page) == limit:
+                    return page, upper[1:]
+        return page, None
+
+    def _guarded(self, result: list[Any]) -> Any:
+        outcome = _s(result[0])
+        if outcome == "not_found":
+            raise AudienceMissing()
+        if outcome == "not_ready":
+            raise AudienceNotReady()
+        if outcome == "precondition_failed":
+            raise PreconditionFailed()
+        return result[1]
+
+    def update_audience(
+        self, account: str, audience_id: str, changes: dict[str, Any], if_match: str | None
+    ) -> None:
+        """Apply ``changes`` (name, description, status, filter) under If-Match."""
+        meta = self.audience_meta(account, audience_id)
+        if meta is None:
+            raise AudienceMissing()
+        new_name = changes.get("name")
+        renamed = new_name is not None and new_name != meta["name"]
+        names = keys.account_names(account)
+        if renamed and not self.r.hsetnx(names, new_name, audience_id):
+            if _s(self.r.hget(names, new_name)) != audience_id:
+                raise AudienceExists(new_name)
+        sets: list[Any] = []
+        for field in ("name", "status"):
+            if field in changes:
+                sets += [field, changes[field]]
+        for field in ("description", "filter"):
+            if field in changes:
+                sets += [field, orjson.dumps(changes[field])]
+        filter_changed = (
+            "filter" in changes and orjson.dumps(changes["filter"]) != meta["filter"].encode()
+        )
+        try:
+            self._guarded(
+                self._patch(
+                    keys=[keys.audience_meta(audience_id), keys.replace(audience_id)],
+                    args=[
+                        account,
+                        _etag_value(if_match),
+                        now_iso(),
+                        "1" if filter_changed else "0",
+                        *sets,
+                        "--",
+                    ],
+                )
+            )
+        except StoreError:
+            if renamed:
+                self._release_name(names, new_name, audience_id)
+            raise
+        if renamed:
+            self._release_name(names, meta["name"], audience_id)
+
+    def _release_name(self, names: str, name: str, audience_id: str) -> None:
+        if _s(self.r.hget(names, name)) == audience_id:
+            self.r.hdel(names, name)
+
+    def delete_audience(self, account: str, audience_id: str, if_match: str | None) -> None:
+        """Delete an audience and free every key it used."""
+        name = _s(
+            self._guarded(
+                self._delete(
+                    keys=[keys.audience_meta(audience_id), keys.replace(audience_id)],
+                    args=[account, _etag_value(if_match)],
+                )
+            )
+        )
+        self._release_name(keys.account_names(account), name or "", audience_id)
+        self.r.zrem(keys.account_audiences(account), audience_id)
+        self.purge_audience_keys(audience_id)
+
+    def purge_audience_keys(self, audience_id: str) -> None:
+        tokens = [t.decode() for t in self.r.zrange(keys.all_tokens(audience_id), 0, -1)]
+        for token_id in tokens:
+            total = int(self.r.hget(keys.token(audience_id, token_id), "batches_total") or 0)
+            self.drop_staged(audience_id, token_id, total)
+            self.r.unlink(
+                keys.token(audience_id, token_id),
+                keys.token_done(audience_id, token_id),
+                keys.token_index(token_id),
+            )
+        self.r.unlink(
+            keys.members(audience_id),
+            keys.member_count(audience_id),
+            keys.version_seq(audience_id),
+            keys.pending_batches(audience_id),
+            keys.tombstones(audience_id),
+            keys.replace(audience_id),
+            keys.shadow_members(audience_id),
+            keys.shadow_count(audience_id),
+            keys.shadow_tombstones(audience_id),
+            keys.parked(audience_id),
+            keys.tokens_in_process(audience_id),
+            keys.all_tokens(audience_id),
+        )
 
     # --- submissions ------------------------------------------------------------------
 
@@ -210,8 +396,12 @@ class Store:
         received: int,
         deduplicated: int,
         batch_sizes: list[int],
+        kind: str = "members",
     ) -> list[int]:
-        """Register a token and reserve its versions; returns each batch's first version."""
+        """Register a token and reserve its versions; returns each batch's first version.
+
+        Raises :class:`AudienceNotReady` for a replace while another replace runs.
+        """
         self.r.set(
             keys.token_index(token_id),
             f"{account}\t{audience_id}",
@@ -239,17 +429,25 @@ class Store:
                     keys.version_seq(audience_id),
                     keys.pending_batches(audience_id),
                     keys.token(audience_id, token_id),
+                    keys.replace(audience_id),
+                    keys.tokens_in_process(audience_id),
+                    keys.all_tokens(audience_id),
                 ],
                 args=[
                     token_id,
                     sum(batch_sizes),
                     self.settings.token_retention_seconds,
+                    kind,
+                    int(time.time() * 1000),
                     *fields,
                     "--",
                     *batch_sizes,
                 ],
             )
         )
+        if first < 0:
+            self.r.delete(keys.token_index(token_id))
+            raise AudienceNotReady()
         bases, base = [], first
         for size in batch_sizes:
             bases.append(base)
@@ -261,16 +459,20 @@ class Store:
 
         ``forget`` removes the token entirely (nothing was enqueued, so there is no
         token to report); otherwise it ends FAILED and already-enqueued batches are
-        dropped by the apply script when they arrive.
+        dropped by the apply script when they arrive. A replace is called off either way.
         """
         token_key = keys.token(audience_id, token_id)
         self.r.zrem(
             keys.pending_batches(audience_id),
             *[keys.pending_member(token_id, n) for n in range(batches)],
         )
+        self.r.zrem(keys.tokens_in_process(audience_id), token_id)
+        if _s(self.r.hget(keys.replace(audience_id), "token")) == token_id:
+            self.r.delete(keys.replace(audience_id))
         if forget:
             self.r.delete(token_key)
             self.r.delete(keys.token_index(token_id))
+            self.r.zrem(keys.all_tokens(audience_id), token_id)
         else:
             self.r.hset(
                 token_key,
@@ -299,7 +501,18 @@ class Store:
             return 0
         return int(count)
 
-    def apply_batch(self, audience_id: str, token_id: str, batch_no: int, base: int) -> ApplyResult:
+    def _replace_keys(self, audience_id: str) -> list[str]:
+        return [
+            keys.replace(audience_id),
+            keys.shadow_members(audience_id),
+            keys.shadow_count(audience_id),
+            keys.shadow_tombstones(audience_id),
+            keys.parked(audience_id),
+        ]
+
+    def apply_batch(
+        self, audience_id: str, token_id: str, batch_no: int, base: int, message: bytes = b""
+    ) -> ApplyResult:
         raw = self._apply(
             keys=[
                 keys.members(audience_id),
@@ -309,6 +522,8 @@ class Store:
                 keys.token(audience_id, token_id),
                 keys.token_done(audience_id, token_id),
                 keys.batch_payload(audience_id, token_id, batch_no),
+                *self._replace_keys(audience_id),
+                keys.tokens_in_process(audience_id),
             ],
             args=[
                 batch_no,
@@ -316,26 +531,118 @@ class Store:
                 now_iso(),
                 keys.pending_member(token_id, batch_no),
                 TOMBSTONE_PURGE_LIMIT,
+                message,
+                token_id,
+                keys.token_prefix(audience_id),
             ],
         )
-        outcome, added, removed, superseded, state = raw
+        outcome, added, removed, superseded, state, releasable = raw
         return ApplyResult(
-            outcome.decode(), int(added), int(removed), int(superseded), _s(state) or ""
+            outcome.decode(),
+            int(added),
+            int(removed),
+            int(superseded),
+            _s(state) or "",
+            int(releasable),
         )
 
     def fail_batch(
         self, audience_id: str, token_id: str, batch_no: int, code: str, message: str
-    ) -> str:
-        state = self._fail(
+    ) -> tuple[str, int]:
+        """Mark a batch failed; returns the token's state and how many parked to release."""
+        state, releasable = self._fail(
             keys=[
                 keys.pending_batches(audience_id),
                 keys.token(audience_id, token_id),
                 keys.token_done(audience_id, token_id),
                 keys.batch_payload(audience_id, token_id, batch_no),
+                keys.tokens_in_process(audience_id),
+                keys.replace(audience_id),
+                keys.shadow_members(audience_id),
+                keys.shadow_count(audience_id),
+                keys.shadow_tombstones(audience_id),
+                keys.parked(audience_id),
             ],
-            args=[batch_no, keys.pending_member(token_id, batch_no), code, message, now_iso()],
+            args=[
+                batch_no,
+                keys.pending_member(token_id, batch_no),
+                code,
+                message,
+                now_iso(),
+                token_id,
+            ],
         )
-        return _s(state) or ""
+        return _s(state) or "", int(releasable)
+
+    def parked_messages(self, audience_id: str) -> list[bytes]:
+        """Messages parked behind a replace that has ended (empty while one runs)."""
+        if self.replace_running(audience_id):
+            return []
+        return list(self.r.lrange(keys.parked(audience_id), 0, -1))
+
+    def forget_parked(self, audience_id: str, count: int) -> None:
+        """Drop the first ``count`` parked messages once they are published again."""
+        self.r.ltrim(keys.parked(audience_id), count, -1)
+
+    # --- size counts ------------------------------------------------------------------------
+
+    def start_count(self, account: str, audience_id: str, token_id: str) -> int:
+        """Register a size-count token; returns the filter revision it counts under."""
+        filter_rev = int(self.r.hget(keys.audience_meta(audience_id), "filter_rev") or 0)
+        self.accept(
+            account=account,
+            audience_id=audience_id,
+            token_id=token_id,
+            received=0,
+            deduplicated=0,
+            batch_sizes=[],
+            kind="size",
+        )
+        self.r.hset(keys.token(audience_id, token_id), "filter_rev", filter_rev)
+        return filter_rev
+
+    def count_filter(self, audience_id: str) -> tuple[dict[str, Any] | None, int]:
+        raw = self.r.hmget(keys.audience_meta(audience_id), ["filter", "filter_rev"])
+        return (orjson.loads(raw[0]) if raw[0] else None), int(raw[1] or 0)
+
+    def scan_stored(self, audience_id: str, cursor: int, budget: int) -> tuple[int, list[bytes]]:
+        """Up to about ``budget`` stored attribute blobs of members from ``cursor``.
+
+        Returns the next cursor (0 at the end) and each member's stored attributes once
+        (an id HSCAN returns twice within the call is dropped).
+        """
+        seen: dict[bytes, bytes] = {}
+        name = keys.members(audience_id)
+        while len(seen) < budget:
+            cursor, items = self.r.hscan(name, cursor, count=min(budget, 10_000))
+            for member_id, value in items.items():
+                plus = value.find(b"+")
+                if plus > 0:
+                    seen[member_id] = value[plus + 1 :]
+            if cursor == 0:
+                break
+        return int(cursor), list(seen.values())
+
+    def record_count_step(
+        self,
+        audience_id: str,
+        token_id: str,
+        step: int,
+        scanned: int,
+        matched: int,
+        cursor: int,
+        filter_rev: int,
+    ) -> tuple[str, int, int]:
+        """Record a step once; returns (outcome, cursor to go on from, last step recorded)."""
+        outcome, next_cursor, last_step = self._count_step(
+            keys=[
+                keys.token(audience_id, token_id),
+                keys.audience_meta(audience_id),
+                keys.tokens_in_process(audience_id),
+            ],
+            args=[step, scanned, matched, cursor, now_iso(), filter_rev, token_id],
+        )
+        return _s(outcome) or "", int(next_cursor), int(last_step)
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -374,11 +681,22 @@ class Store:
             "error": error,
         }
 
-    def get_member(self, audience_id: str, member_id: str) -> dict[str, Any] | None:
-        attrs = _decode_member(self.r.hget(keys.members(audience_id), member_id))
-        if attrs is None:
+    def get_member_stored(self, audience_id: str, member_id: str) -> bytes | None:
+        """A current member's attributes as stored (typed names), or None."""
+        value = self.r.hget(keys.members(audience_id), member_id)
+        if value is None:
             return None
-        return {"id": member_id, "attributes": attrs}
+        plus = value.find(b"+")
+        dash = value.find(b"-")
+        if plus < 0 or (0 <= dash < plus):
+            return None
+        return bytes(value[plus + 1 :])
+
+    def get_member(self, audience_id: str, member_id: str) -> dict[str, Any] | None:
+        stored = self.get_member_stored(audience_id, member_id)
+        if stored is None:
+            return None
+        return {"id": member_id, "attributes": plain_attributes(stored)}
 
     def scan_members(
         self, audience_id: str, cursor: str | None, limit: int
@@ -410,8 +728,3 @@ class Store:
             scan_cursor = next_cursor
             if len(page) == limit:
                 return page, f"{scan_cursor}:0"
-
-    def iter_member_ids(self, audience_id: str) -> Iterator[str]:
-        for member_id, value in self.r.hscan_iter(keys.members(audience_id), count=1000):
-            if _decode_member(value) is not None:
-                yield member_id.decode()

@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import functools
+from typing import Annotated, Any, Literal
 
+import orjson
 from anyio import to_thread
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from producer import audience_input
 from producer.api.auth import Reader, Writer
 from producer.api.responses import Json
 from producer.errors import (
     AudienceExists,
+    AudienceNotReady,
     NotFound,
     PayloadTooLarge,
+    PreconditionFailed,
     ServiceUnavailable,
     UnsupportedMediaType,
 )
-from producer.submit import Producer
-from worker.store import AudienceExists as StoreAudienceExists
+from producer.submit import DryRun, Producer
+from worker import store as store_errors
+from worker.filters import compile_filter
 from worker.store import Store
 
 router = APIRouter()
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
+IfMatch = Annotated[str | None, Header()]
 
 
 def _store(request: Request) -> Store:
@@ -33,6 +39,28 @@ def _store(request: Request) -> Store:
 
 def _producer(request: Request) -> Producer:
     return request.app.state.producer  # type: ignore[no-any-return]
+
+
+def _not_found(audience_id: str) -> NotFound:
+    return NotFound(f"No audience {audience_id!r} in this account.")
+
+
+async def _call_store(audience_id: str, fn: Any, *args: Any) -> Any:
+    """Run a store call in a thread, mapping its refusals to API errors."""
+    try:
+        return await to_thread.run_sync(functools.partial(fn, *args))
+    except store_errors.AudienceMissing:
+        raise _not_found(audience_id) from None
+    except store_errors.AudienceNotReady:
+        raise AudienceNotReady(
+            "A replace is running on this audience; retry once it has swapped in."
+        ) from None
+    except store_errors.PreconditionFailed:
+        raise PreconditionFailed(
+            "If-Match does not match the audience's current ETag; GET it again and retry."
+        ) from None
+    except store_errors.AudienceExists as exc:
+        raise AudienceExists(f"An audience named {exc.args[0]!r} already exists.") from None
 
 
 def _require_media(request: Request, media: str) -> None:
@@ -59,46 +87,139 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _accepted(token: str) -> Json:
-    return Json({"indexing_token": token, "indexing_state": "IN_PROCESS"}, status_code=202)
+def _accepted(outcome: str | DryRun) -> Json:
+    if isinstance(outcome, DryRun):
+        return Json({"received": outcome.received, "deduplicated": outcome.deduplicated})
+    return Json({"indexing_token": outcome, "indexing_state": "IN_PROCESS"}, status_code=202)
+
+
+async def _audience_response(
+    request: Request, account: str, audience_id: str, status: int = 200
+) -> Json:
+    view = await to_thread.run_sync(_store(request).get_audience, account, audience_id)
+    if view is None:
+        raise _not_found(audience_id)
+    audience, etag = view
+    return Json(audience, status_code=status, headers={"ETag": etag})
+
+
+# --- audiences ---------------------------------------------------------------------------
 
 
 @router.post("/v1/audiences", status_code=201)
 async def create_audience(request: Request, key: Writer) -> Json:
     _require_media(request, JSON)
-    name, description = audience_input.parse_create(await _read_body(request))
-    try:
-        audience = await to_thread.run_sync(
-            _store(request).create_audience, key.account, name, description
-        )
-    except StoreAudienceExists:
-        raise AudienceExists(f"An audience named {name!r} already exists.") from None
-    return Json(audience, status_code=201)
+    fields = audience_input.parse_create(await _read_body(request))
+    audience = await _call_store(
+        "",
+        _store(request).create_audience,
+        key.account,
+        fields["name"],
+        fields["description"],
+        fields["status"],
+        fields["filter"],
+    )
+    return await _audience_response(request, key.account, audience["id"], 201)
+
+
+@router.get("/v1/audiences")
+async def list_audiences(
+    request: Request,
+    key: Reader,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,20}$")] = None,
+    status: Literal["draft", "active", "paused", "archived"] | None = None,
+) -> Json:
+    audiences, next_cursor = await to_thread.run_sync(
+        _store(request).list_audiences, key.account, status, limit, cursor
+    )
+    return Json({"audiences": audiences, "next_cursor": next_cursor})
 
 
 @router.get("/v1/audiences/{audience_id}")
 async def get_audience(request: Request, audience_id: str, key: Reader) -> Json:
-    audience = await to_thread.run_sync(_store(request).get_audience, key.account, audience_id)
-    if audience is None:
-        raise NotFound(f"No audience {audience_id!r} in this account.")
-    return Json(audience)
+    return await _audience_response(request, key.account, audience_id)
+
+
+@router.patch("/v1/audiences/{audience_id}")
+async def patch_audience(
+    request: Request, audience_id: str, key: Writer, if_match: IfMatch = None
+) -> Json:
+    _require_media(request, JSON)
+    changes = audience_input.parse_patch(await _read_body(request))
+    await _call_store(
+        audience_id,
+        _store(request).update_audience,
+        key.account,
+        audience_id,
+        changes,
+        if_match,
+    )
+    return await _audience_response(request, key.account, audience_id)
+
+
+@router.delete("/v1/audiences/{audience_id}", status_code=204)
+async def delete_audience(
+    request: Request, audience_id: str, key: Writer, if_match: IfMatch = None
+) -> Response:
+    await _call_store(
+        audience_id, _store(request).delete_audience, key.account, audience_id, if_match
+    )
+    return Response(status_code=204)
+
+
+@router.post("/v1/audiences/{audience_id}/size", status_code=202)
+async def count_size(request: Request, audience_id: str, key: Writer) -> Json:
+    body = await _read_body(request)
+    if body.strip():
+        _require_media(request, JSON)
+        if audience_input.parse_object(body):
+            audience_input.raise_problems(
+                [audience_input.Problem("body", "unknown_field", "The body is empty or {}.")],
+                "This endpoint takes no fields.",
+            )
+    token = await to_thread.run_sync(_producer(request).start_count, key.account, audience_id)
+    return _accepted(token)
+
+
+# --- membership ----------------------------------------------------------------------------
 
 
 @router.post("/v1/audiences/{audience_id}/members", status_code=202)
-async def update_members(request: Request, audience_id: str, key: Writer) -> Json:
+async def update_members(
+    request: Request, audience_id: str, key: Writer, validate_only: bool = False
+) -> Json:
     _require_media(request, JSON)
     body = await _read_body(request)
-    token = await to_thread.run_sync(
-        _producer(request).submit_members, key.account, audience_id, body
+    outcome = await to_thread.run_sync(
+        functools.partial(
+            _producer(request).submit_members,
+            key.account,
+            audience_id,
+            body,
+            validate_only=validate_only,
+        )
     )
-    return _accepted(token)
+    return _accepted(outcome)
 
 
 @router.post("/v1/audiences/{audience_id}/uploads", status_code=202)
-async def upload_members(request: Request, audience_id: str, key: Writer) -> Json:
+async def upload_members(
+    request: Request,
+    audience_id: str,
+    key: Writer,
+    mode: Literal["merge", "replace"] = "merge",
+    validate_only: bool = False,
+) -> Json:
     _require_media(request, NDJSON)
-    token = await _producer(request).submit_upload(key.account, audience_id, request.stream())
-    return _accepted(token)
+    outcome = await _producer(request).submit_upload(
+        key.account,
+        audience_id,
+        request.stream(),
+        replace=mode == "replace",
+        validate_only=validate_only,
+    )
+    return _accepted(outcome)
 
 
 @router.get("/v1/indexing/{token}")
@@ -115,13 +236,13 @@ async def list_members(
     audience_id: str,
     key: Reader,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
-    cursor: Annotated[str | None, Query(pattern=r"^\d+:\d+$")] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,20}:\d{1,6}$")] = None,
 ) -> Json:
     store = _store(request)
 
     def page() -> dict[str, Any]:
         if not store.audience_exists(key.account, audience_id):
-            raise NotFound(f"No audience {audience_id!r} in this account.")
+            raise _not_found(audience_id)
         members, next_cursor = store.scan_members(audience_id, cursor, limit)
         return {"members": members, "next_cursor": next_cursor}
 
@@ -133,14 +254,24 @@ async def get_member(request: Request, audience_id: str, member_id: str, key: Re
     store = _store(request)
 
     def lookup() -> dict[str, Any]:
-        if not store.audience_exists(key.account, audience_id):
-            raise NotFound(f"No audience {audience_id!r} in this account.")
-        member = store.get_member(audience_id, member_id)
-        if member is None:
+        meta = store.audience_meta(key.account, audience_id)
+        if meta is None:
+            raise _not_found(audience_id)
+        stored = store.get_member_stored(audience_id, member_id)
+        if stored is None:
             raise NotFound("That id is not a member of this audience.")
-        return member
+        attrs = orjson.loads(stored) if stored else {}
+        targetable = compile_filter(orjson.loads(meta["filter"]))(attrs)
+        return {
+            "id": member_id,
+            "attributes": store_errors.plain_attributes(stored),
+            "targetable": targetable,
+        }
 
     return Json(await to_thread.run_sync(lookup))
+
+
+# --- health --------------------------------------------------------------------------------
 
 
 @router.get("/healthz")

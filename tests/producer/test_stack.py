@@ -54,7 +54,11 @@ def test_up_serves_an_update_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             audience = client.create_audience("up")
             token = client.update_members(audience["id"], [{"action": "add", "id": "a"}])[0]
             assert client.wait(token, timeout=60)["indexing_state"] == "APPLIED"
-            assert client.get_member(audience["id"], "a") == {"id": "a", "attributes": {}}
+            assert client.get_member(audience["id"], "a") == {
+                "id": "a",
+                "attributes": {},
+                "targetable": True,
+            }
         flower = httpx.get(f"http://127.0.0.1:{flower_port}/", timeout=5)
         assert flower.status_code == 401  # basic auth is on
     finally:

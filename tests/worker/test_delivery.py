@@ -10,7 +10,7 @@ import pytest
 from celery import Celery
 
 from producer.client import AudiencesClient
-from producer.enqueue import enqueue
+from worker.publish import enqueue
 from tests.support import Proc, children_of, wait_until
 from worker import keys
 from worker.contract import QUEUE_BULK, ApplyBatch

@@ -1,25 +1,41 @@
 -- Accept a submission: reserve its versions and register its token and batches atomically.
 --
--- KEYS[1] version sequence of the audience, KEYS[2] pending zset, KEYS[3] token hash
+-- KEYS[1] version sequence, KEYS[2] pending zset, KEYS[3] token hash,
+-- KEYS[4] replace hash (present while a replace runs), KEYS[5] in-process tokens zset,
+-- KEYS[6] all tokens zset
 -- ARGV[1] token, ARGV[2] ops kept after deduplication, ARGV[3] token TTL seconds,
--- ARGV[4..] token hash fields and values, then '--', then each batch's op count in order.
+-- ARGV[4] kind (members | replace), ARGV[5] now in ms,
+-- ARGV[6..] token hash fields and values, then '--', then each batch's op count in order.
 -- Versions are reserved in accept order, so the op accepted last carries the highest
--- version: that is what "last action wins" compares. Returns the first reserved version.
-local seq, pending, token = KEYS[1], KEYS[2], KEYS[3]
+-- version: that is what "last action wins" compares. A replace starts only when none
+-- runs; a members update accepted while one runs is marked to wait for its swap.
+-- Returns the first reserved version, or -1 when a replace is already running.
+local seq, pending, token, replace, inprocess, tokens =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local token_id, kind, now_ms = ARGV[1], ARGV[4], tonumber(ARGV[5])
 local kept = tonumber(ARGV[2])
+if kind == 'replace' then
+  if redis.call('EXISTS', replace) == 1 then return -1 end
+  redis.call('HSET', replace, 'token', token_id, 'started_ms', now_ms)
+end
 local first = redis.call('INCRBY', seq, kept) - kept + 1
 local fields = {}
-local i = 4
+local i = 6
 while ARGV[i] ~= '--' do
   fields[#fields + 1] = ARGV[i]
   i = i + 1
 end
-redis.call('HSET', token, 'base', first, unpack(fields))
+redis.call('HSET', token, 'base', first, 'kind', kind, unpack(fields))
+if kind ~= 'replace' and redis.call('EXISTS', replace) == 1 then
+  redis.call('HSET', token, 'waits_for_replace', '1')
+end
 redis.call('EXPIRE', token, tonumber(ARGV[3]))
+redis.call('ZADD', inprocess, now_ms, token_id)
+redis.call('ZADD', tokens, now_ms, token_id)
 local base = first
 local batch = 0
 for j = i + 1, #ARGV do
-  redis.call('ZADD', pending, base, ARGV[1] .. ':' .. batch)
+  redis.call('ZADD', pending, base, token_id .. ':' .. batch)
   base = base + tonumber(ARGV[j])
   batch = batch + 1
 end

@@ -2,40 +2,73 @@
 --
 -- KEYS[1] members hash   id -> "<version>+<attributes json>" (member) or "<version>-" (tombstone)
 -- KEYS[2] member count   integer, the audience's size
--- KEYS[3] pending zset   "<token>:<batch>" -> first version of each batch accepted, not yet applied
+-- KEYS[3] pending zset   "<token>:<batch>" -> first version of each accepted, unapplied batch
 -- KEYS[4] tombstone zset id -> version of a kept tombstone
 -- KEYS[5] token hash     state and counts of the indexing token
 -- KEYS[6] done bitmap    bit <batch> set once that batch of the token is applied or failed
 -- KEYS[7] batch payload  lines "<+|-><id>\t<attributes json or empty>\n", deduplicated
+-- KEYS[8] replace hash   present while a replace runs: its token and first version
+-- KEYS[9..11] shadow members, shadow count, shadow tombstones: the replace being built
+-- KEYS[12] parked list   messages of batches waiting for a running replace to end
+-- KEYS[13] in-process tokens zset
 -- ARGV[1] batch number, ARGV[2] version of the payload's first op (op i has version + i),
--- ARGV[3] now (ISO-8601), ARGV[4] this batch's pending member, ARGV[5] tombstones purged at most
+-- ARGV[3] now (ISO-8601), ARGV[4] this batch's pending member, ARGV[5] tombstones purged
+-- at most, ARGV[6] this batch's message (kept if parked), ARGV[7] token id,
+-- ARGV[8] prefix of the audience's token keys (same slot; read only at a replace's swap)
 --
 -- An op takes effect only when its version is above the id's stored version, so the op
 -- accepted last stands whatever order batches arrive in. A removed id keeps a tombstone
 -- only while an older batch is still pending (one that could otherwise resurrect it);
 -- tombstones older than every pending batch are purged here, so they never pile up.
--- Returns {outcome, added, removed, superseded, token state}; outcome is one of
--- applied | duplicate (already applied: nothing changes) | aborted (token gone or
--- abandoned at submit) | missing (payload lost).
+-- A replace writes into shadow keys, swapped in whole when its last batch is applied.
+-- Returns {outcome, added, removed, superseded, token state, parked messages to release}
+-- with outcome applied | duplicate | parked | aborted (token gone, abandoned, replaced or a
+-- failed replace) | missing (payload lost).
 local members, count_key, pending, tomb, token, done, payload_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local replace, shadow, shadow_n, shadow_tomb, parked, inprocess =
+  KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 local batch_no = tonumber(ARGV[1])
 local base = tonumber(ARGV[2])
 local now = ARGV[3]
 local pending_member = ARGV[4]
 local purge_limit = tonumber(ARGV[5])
+local token_id = ARGV[7]
+local token_prefix = ARGV[8]
 
-if redis.call('EXISTS', token) == 0 or redis.call('HGET', token, 'aborted') == '1' then
+local function releasable()
+  if redis.call('EXISTS', replace) == 1 then return 0 end
+  return redis.call('LLEN', parked)
+end
+
+local function drop(outcome)
   redis.call('DEL', payload_key)
   redis.call('ZREM', pending, pending_member)
-  return {'aborted', 0, 0, 0, ''}
+  return {outcome, 0, 0, 0, redis.call('HGET', token, 'state') or '', releasable()}
+end
+
+if redis.call('EXISTS', token) == 0 or redis.call('HGET', token, 'aborted') == '1' then
+  return drop('aborted')
 end
 if redis.call('GETBIT', done, batch_no) == 1 then
-  return {'duplicate', 0, 0, 0, redis.call('HGET', token, 'state')}
+  return {'duplicate', 0, 0, 0, redis.call('HGET', token, 'state'), releasable()}
+end
+local state = redis.call('HGET', token, 'state')
+local kind = redis.call('HGET', token, 'kind')
+if state == 'REPLACED' or (kind == 'replace' and state ~= 'IN_PROCESS') then
+  return drop('aborted')
+end
+if kind ~= 'replace' and redis.call('HGET', token, 'waits_for_replace') == '1'
+    and redis.call('EXISTS', replace) == 1 then
+  redis.call('RPUSH', parked, ARGV[6])
+  return {'parked', 0, 0, 0, state, 0}
 end
 local payload = redis.call('GET', payload_key)
 if not payload then
-  return {'missing', 0, 0, 0, redis.call('HGET', token, 'state')}
+  return {'missing', 0, 0, 0, state, releasable()}
+end
+if kind == 'replace' then
+  members, count_key, tomb = shadow, shadow_n, shadow_tomb
 end
 
 local acts, ids, attrs, n = {}, {}, {}, 0
@@ -122,13 +155,44 @@ if ttl > 0 then redis.call('PEXPIRE', done, ttl) end
 redis.call('HINCRBY', token, 'added', added)
 redis.call('HINCRBY', token, 'removed', removed)
 redis.call('HINCRBY', token, 'superseded', superseded)
-local finished = redis.call('HINCRBY', token, 'batches_applied', 1)
-  + tonumber(redis.call('HGET', token, 'batches_failed') or '0')
+local failed = tonumber(redis.call('HGET', token, 'batches_failed') or '0')
+local finished = redis.call('HINCRBY', token, 'batches_applied', 1) + failed
 if finished >= tonumber(redis.call('HGET', token, 'batches_total')) then
-  if tonumber(redis.call('HGET', token, 'batches_failed') or '0') > 0 then
+  redis.call('ZREM', inprocess, token_id)
+  if failed > 0 then
     redis.call('HSET', token, 'state', 'FAILED', 'finished_at', now)
   else
     redis.call('HSET', token, 'state', 'APPLIED', 'applied_at', now, 'finished_at', now)
   end
+  if kind == 'replace' and failed == 0 then
+    -- Swap the new membership in whole. Membership tokens accepted before the replace
+    -- and still in process end REPLACED; their batches are dropped when they arrive.
+    local replace_base = tonumber(redis.call('HGET', token, 'base'))
+    for _, other in ipairs(redis.call('ZRANGE', inprocess, 0, -1)) do
+      local other_key = token_prefix .. other
+      if redis.call('HGET', other_key, 'kind') == 'members'
+          and tonumber(redis.call('HGET', other_key, 'base')) < replace_base then
+        redis.call('HSET', other_key, 'state', 'REPLACED', 'finished_at', now)
+        redis.call('ZREM', inprocess, other)
+        local prefix = other .. ':'
+        for _, entry in ipairs(redis.call('ZRANGE', pending, 0, -1)) do
+          if string.sub(entry, 1, #prefix) == prefix then redis.call('ZREM', pending, entry) end
+        end
+      end
+    end
+    if redis.call('EXISTS', shadow) == 1 then
+      redis.call('RENAME', shadow, KEYS[1])
+    else
+      redis.call('DEL', KEYS[1])
+    end
+    redis.call('SET', KEYS[2], redis.call('GET', shadow_n) or '0')
+    redis.call('DEL', shadow_n)
+    if redis.call('EXISTS', shadow_tomb) == 1 then
+      redis.call('RENAME', shadow_tomb, KEYS[4])
+    else
+      redis.call('DEL', KEYS[4])
+    end
+    redis.call('DEL', replace)
+  end
 end
-return {'applied', added, removed, superseded, redis.call('HGET', token, 'state')}
+return {'applied', added, removed, superseded, redis.call('HGET', token, 'state'), releasable()}

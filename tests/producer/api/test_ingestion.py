@@ -94,6 +94,7 @@ def test_walkthrough_create_send_poll_read(http: httpx.Client) -> None:
     assert member.json() == {
         "id": "CUSTOM-ID-1",
         "attributes": {"att1": 3, "att2": "string", "att15": "2023-08-12T22:30:05Z"},
+        "targetable": True,
     }
     assert http.get(f"/v1/audiences/{audience['id']}").json()["size"] == 2
     assert http.get(f"/v1/audiences/{audience['id']}/members/NOPE").status_code == 404
@@ -108,6 +109,7 @@ def test_member_ids_with_reserved_characters_round_trip(client: AudiencesClient)
         assert client.get_member(audience["id"], member_id) == {
             "id": member_id,
             "attributes": {"tier": "gold"},
+            "targetable": True,
         }
     assert set(members_of(client, audience["id"])) == set(odd)
 

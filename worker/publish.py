@@ -1,4 +1,4 @@
-"""Publishing apply messages to Celery: the producer's only contact with the broker."""
+"""Publishing messages to Celery: the one place that sends tasks (producer and worker)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from worker.contract import TASK_APPLY_BATCH, ApplyBatch
+from worker.contract import TASK_APPLY_BATCH, TASK_COUNT_SIZE, ApplyBatch, CountStep
 
 
 class EnqueueFailed(Exception):
@@ -18,7 +18,7 @@ class EnqueueFailed(Exception):
         self.sent = sent
 
 
-def enqueue(app: Celery, messages: Sequence[ApplyBatch], queue: str) -> None:
+def enqueue(app: Celery, messages: Sequence[ApplyBatch | CountStep], queue: str) -> None:
     """Publish ``messages`` in order on one connection; no silent retries.
 
     Failing fast lets the API answer 503 at once instead of holding the client
@@ -29,7 +29,7 @@ def enqueue(app: Celery, messages: Sequence[ApplyBatch], queue: str) -> None:
         with app.producer_or_acquire() as producer:
             for msg in messages:
                 app.send_task(
-                    TASK_APPLY_BATCH,
+                    TASK_APPLY_BATCH if isinstance(msg, ApplyBatch) else TASK_COUNT_SIZE,
                     args=[msg.model_dump()],
                     queue=queue,
                     argsrepr=msg.argsrepr(),
