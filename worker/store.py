@@ -181,6 +181,22 @@ class Store:
             return None
         return ApiKey(stored_id, raw["account"], frozenset(raw["scopes"].split()))
 
+    # --- idempotency keys -------------------------------------------------------------
+
+    def idempotency_claim(self, account: str, key: str, ttl: int) -> bool:
+        """Claim ``key`` for a request being handled now; False when it is already known."""
+        return bool(self.r.set(keys.idempotency(account, key), b"{}", nx=True, ex=ttl))
+
+    def idempotency_get(self, account: str, key: str) -> dict[str, Any] | None:
+        raw = self.r.get(keys.idempotency(account, key))
+        return None if raw is None else orjson.loads(raw)
+
+    def idempotency_save(self, account: str, key: str, record: dict[str, Any], ttl: int) -> None:
+        self.r.set(keys.idempotency(account, key), orjson.dumps(record), ex=ttl)
+
+    def idempotency_release(self, account: str, key: str) -> None:
+        self.r.delete(keys.idempotency(account, key))
+
     # --- audiences ------------------------------------------------------------------
 
     def create_audience(

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.api import envelope
+from producer.api.idempotency import IdempotencyMiddleware
 from producer.api.responses import Json
 from producer.api.routes import router
 from producer.submit import Producer
@@ -30,6 +33,28 @@ def trace_id_for(request: Request) -> str:
     if match and match.group(1) != "0" * 32:
         return match.group(1)
     return secrets.token_hex(16)
+
+
+class TraceMiddleware:
+    """Give every request its trace id: in ``request.state`` and the X-Request-Id header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        trace_id = trace_id_for(Request(scope))
+        scope.setdefault("state", {})["trace_id"] = trace_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-Id"] = trace_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 def create_api(settings: Settings | None = None) -> FastAPI:
@@ -55,14 +80,7 @@ def create_api(settings: Settings | None = None) -> FastAPI:
     )
     envelope.install(app)
     app.include_router(router)
+    app.add_middleware(IdempotencyMiddleware)
 
-    @app.middleware("http")
-    async def trace(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request.state.trace_id = trace_id_for(request)
-        response = await call_next(request)
-        response.headers["X-Request-Id"] = request.state.trace_id
-        return response
-
+    app.add_middleware(TraceMiddleware)
     return app
