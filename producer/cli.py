@@ -6,6 +6,7 @@ import argparse
 import csv
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+from worker.logs import configure_logging
 from worker.settings import STACK_FILE, get_settings
 
 console = Console(stderr=True)
@@ -52,6 +54,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    configure_logging(get_settings().log_format)
     uvicorn.run(
         "producer.api.app:create_api",
         factory=True,
@@ -60,15 +63,25 @@ def cmd_api(args: argparse.Namespace) -> int:
         workers=args.workers,
         timeout_graceful_shutdown=15,
         access_log=False,
+        log_config=None,
     )
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if settings.worker_metrics_port:
+        # Before anything imports prometheus-client: pool children write here.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="audiences-metrics-")
+    from worker import metrics
     from worker.app import create_app
     from worker.contract import QUEUES
 
-    settings = get_settings()
+    configure_logging(settings.log_format)
+    if settings.worker_metrics_port:
+        metrics.serve(
+            settings.worker_metrics_host, settings.worker_metrics_port, settings.require_broker()
+        )
     app = create_app(settings)
     app.worker_main(
         [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -17,15 +19,59 @@ FINAL_STATES = frozenset({"APPLIED", "FAILED", "REPLACED"})
 
 
 class ApiError(Exception):
-    """The API answered with an error envelope."""
+    """The API answered with an error envelope; subclasses name each stable code."""
+
+    code = "unknown"
 
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         error = body.get("error", {})
         self.status = status
-        self.code: str = error.get("code", "unknown")
+        self.code = error.get("code", self.code)
+        self.message: str = error.get("message", "")
         self.details: list[dict[str, Any]] = error.get("details", [])
         self.trace_id = body.get("trace_id")
-        super().__init__(f"{status} {self.code}: {error.get('message', '')}")
+        super().__init__(f"{status} {self.code}: {self.message}")
+
+
+def _error_class(code: str) -> type[ApiError]:
+    name = "".join(part.capitalize() for part in code.split("_")) + "Error"
+    return type(name, (ApiError,), {"code": code, "__doc__": f"The API answered {code}."})
+
+
+ERROR_CODES = (
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "validation_error",
+    "too_many_ids",
+    "payload_too_large",
+    "unsupported_media_type",
+    "audience_exists",
+    "service_unavailable",
+    "store_full",
+    "rate_limited",
+    "precondition_failed",
+    "audience_archived",
+    "audience_not_ready",
+    "idempotency_key_reused",
+    "idempotency_key_in_use",
+    "name_too_long",
+    "invalid_name",
+    "description_too_long",
+    "invalid_status",
+    "empty_update",
+    "unknown_field",
+    "method_not_allowed",
+)
+ERRORS: dict[str, type[ApiError]] = {code: _error_class(code) for code in ERROR_CODES}
+globals().update({cls.__name__: cls for cls in ERRORS.values()})
+RETRYABLE_STATUS = frozenset({429, 503})
+
+
+def error_for(status: int, body: dict[str, Any]) -> ApiError:
+    """The typed exception for an error envelope (``ApiError`` for codes this client lacks)."""
+    code = body.get("error", {}).get("code", "")
+    return ERRORS.get(code, ApiError)(status, body)
 
 
 def ndjson_lines(ops: Iterable[dict[str, Any]], chunk_ops: int = 1000) -> Iterator[bytes]:
@@ -54,12 +100,38 @@ class AudiencesClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, url: str, **kwargs: Any) -> Any:
-        response = self.http.request(method, url, **kwargs)
-        body = orjson.loads(response.content) if response.content else {}
-        if response.status_code >= 400:
-            raise ApiError(response.status_code, body)
-        return body
+    def _delay(self, attempt: int, response: httpx.Response) -> float:
+        retry_after = response.headers.get("retry-after", "")
+        if retry_after.isdigit():
+            return min(float(retry_after), self.max_backoff)
+        return float(min(self.backoff * 2**attempt, self.max_backoff))
+
+    def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        body_factory: Callable[[], Iterator[bytes]] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """One API call with retries; ``body_factory`` streams a fresh body for each try."""
+        if method == "POST":
+            headers = dict(kwargs.pop("headers", None) or {})
+            headers.setdefault("Idempotency-Key", uuid.uuid4().hex)
+            kwargs["headers"] = headers
+        attempt = 0
+        while True:
+            if body_factory is not None:
+                kwargs["content"] = body_factory()
+            response = self.http.request(method, url, **kwargs)
+            body = orjson.loads(response.content) if response.content else {}
+            if response.status_code < 400:
+                return body
+            if response.status_code in RETRYABLE_STATUS and attempt < self.max_retries:
+                time.sleep(self._delay(attempt, response))
+                attempt += 1
+                continue
+            raise error_for(response.status_code, body)
 
     def create_audience(self, name: str, description: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"name": name}
@@ -89,27 +161,39 @@ class AudiencesClient:
         audience_id: str,
         ops_or_path: Iterable[dict[str, Any]] | str | Path,
         *,
+        mode: str = "merge",
         on_bytes: Callable[[int], None] | None = None,
     ) -> str:
-        """Stream one NDJSON upload (ops, or a path to an NDJSON file); returns its token."""
-        if isinstance(ops_or_path, (str, Path)):
-            chunks: Iterator[bytes] = _file_chunks(Path(ops_or_path))
-        else:
-            chunks = ndjson_lines(ops_or_path)
+        """Stream one NDJSON upload (ops, or a path to an NDJSON file); returns its token.
 
-        def counted() -> Iterator[bytes]:
-            for chunk in chunks:
+        Ops are spooled to a temporary file first (bounded memory), so that a retry
+        after 429/503 can send the same bytes again.
+        """
+        if isinstance(ops_or_path, (str, Path)):
+            return self._upload_file(audience_id, Path(ops_or_path), mode, on_bytes)
+        with tempfile.NamedTemporaryFile(suffix=".ndjson") as spool:
+            for chunk in ndjson_lines(ops_or_path):
+                spool.write(chunk)
+            spool.flush()
+            return self._upload_file(audience_id, Path(spool.name), mode, on_bytes)
+
+    def _upload_file(
+        self, audience_id: str, path: Path, mode: str, on_bytes: Callable[[int], None] | None
+    ) -> str:
+        def body() -> Iterator[bytes]:
+            for chunk in _file_chunks(path):
                 if on_bytes:
                     on_bytes(len(chunk))
                 yield chunk
 
-        body = self._call(
+        response = self._call(
             "POST",
             f"/v1/audiences/{audience_id}/uploads",
-            content=counted(),
+            params={"mode": mode},
+            body_factory=body,
             headers={"Content-Type": "application/x-ndjson"},
         )
-        return body["indexing_token"]  # type: ignore[no-any-return]
+        return response["indexing_token"]  # type: ignore[no-any-return]
 
     def status(self, token: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/indexing/{token}")  # type: ignore[no-any-return]

@@ -27,10 +27,12 @@ from producer.errors import (
     ServiceUnavailable,
     TooManyIds,
 )
+from producer.metrics import OPS_ACCEPTED
 from producer.ndjson import lines_of, validate_block
 from producer.validation import MAX_OPS_PER_REQUEST, MEMBERS_BODY, Problem, problems_from
 from worker.app import queue_for
 from worker.contract import QUEUE_BULK, ApplyBatch, CountStep
+from worker.logs import trace_id_var
 from worker.publish import EnqueueFailed, enqueue
 from worker.settings import Settings
 from worker.store import AudienceNotReady as StoreNotReady
@@ -92,7 +94,7 @@ class Producer:
             audience_id=audience_id, token=token, step=1, cursor=0, filter_rev=filter_rev
         )
         try:
-            enqueue(self.app, [step], QUEUE_BULK)
+            enqueue(self.app, [step], QUEUE_BULK, trace_id_var.get())
         except EnqueueFailed as exc:
             self.store.abandon(audience_id, token, 0, forget=True)
             raise _queue_down() from exc
@@ -244,10 +246,16 @@ class Producer:
             for n, base in enumerate(bases)
         ]
         try:
-            enqueue(self.app, messages, queue_for(sum(batch_sizes), self.settings))
+            enqueue(
+                self.app,
+                messages,
+                queue_for(sum(batch_sizes), self.settings),
+                trace_id_var.get(),
+            )
         except EnqueueFailed as exc:
             self.store.abandon(audience_id, token, len(batch_sizes), forget=exc.sent == 0)
             raise _queue_down() from exc
+        OPS_ACCEPTED.inc(received)
 
 
 def _queue_down() -> ServiceUnavailable:

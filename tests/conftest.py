@@ -46,6 +46,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
     env["AUDIENCES_REDIS_URL"] = settings.require_store()
     env["AUDIENCES_BROKER_URL"] = settings.require_broker()
     env["PYTHONUNBUFFERED"] = "1"
+    env["AUDIENCES_WORKER_METRICS_PORT"] = str(free_port())
     return env
 
 

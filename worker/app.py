@@ -9,6 +9,7 @@ import redis
 from celery import Celery, Task
 from kombu import Exchange, Queue
 
+from worker import metrics
 from worker.apply import apply_batch, count_step, fail_batch
 from worker.contract import (
     QUEUE_BULK,
@@ -19,6 +20,7 @@ from worker.contract import (
     ApplyBatch,
     CountStep,
 )
+from worker.logs import trace_id_var
 from worker.publish import enqueue
 from worker.settings import Settings, get_settings
 from worker.store import Store
@@ -72,15 +74,24 @@ def create_app(settings: Settings | None = None) -> Celery:
     stores = _StorePerProcess(settings)
 
     def publish(messages: list[ApplyBatch]) -> None:
-        enqueue(app, messages, QUEUE_BULK)
+        enqueue(app, messages, QUEUE_BULK, trace_id_var.get())
 
     @app.task(name=TASK_APPLY_BATCH, bind=True, max_retries=settings.apply_retries)
     def apply_batch_task(self: Task, message: dict[str, Any]) -> None:
+        trace_id_var.set(self.request.get("trace_id"))
         msg = ApplyBatch.model_validate(message)
         store = stores.get()
         try:
-            apply_batch(store, msg, max_deliveries=settings.max_deliveries, publish=publish)
+            with metrics.APPLY_SECONDS.time():
+                result = apply_batch(
+                    store, msg, max_deliveries=settings.max_deliveries, publish=publish
+                )
+            if result is not None:
+                metrics.BATCHES.labels(result.outcome).inc()
+                for effect in ("added", "removed", "superseded"):
+                    metrics.OPS.labels(effect).inc(getattr(result, effect))
         except RETRYABLE as exc:
+            metrics.RETRIES.inc()
             if self.request.retries >= settings.apply_retries:
                 fail_batch(
                     store,
@@ -94,9 +105,13 @@ def create_app(settings: Settings | None = None) -> Celery:
 
     @app.task(name=TASK_COUNT_SIZE, bind=True, max_retries=settings.apply_retries)
     def count_size_task(self: Task, message: dict[str, Any]) -> None:
+        trace_id = self.request.get("trace_id")
+        trace_id_var.set(trace_id)
         msg = CountStep.model_validate(message)
         try:
-            count_step(stores.get(), msg, publish=lambda nxt: enqueue(app, [nxt], QUEUE_BULK))
+            count_step(
+                stores.get(), msg, publish=lambda nxt: enqueue(app, [nxt], QUEUE_BULK, trace_id)
+            )
         except RETRYABLE as exc:
             raise self.retry(exc=exc, countdown=min(2**self.request.retries, 10)) from exc
 

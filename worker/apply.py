@@ -14,6 +14,7 @@ import orjson
 
 from worker.contract import ApplyBatch, CountStep
 from worker.filters import compile_filter
+from worker.metrics import FAILURES
 from worker.store import ApplyResult, Store
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def fail_batch(
     publish: Callable[[list[ApplyBatch]], None],
 ) -> str:
     """Record that ``msg``'s batch will never apply; the token's other batches go on."""
+    FAILURES.labels(code).inc()
     log.warning(
         "batch failed: %s",
         code,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from celery import Celery
@@ -18,7 +19,12 @@ class EnqueueFailed(Exception):
         self.sent = sent
 
 
-def enqueue(app: Celery, messages: Sequence[ApplyBatch | CountStep], queue: str) -> None:
+def enqueue(
+    app: Celery,
+    messages: Sequence[ApplyBatch | CountStep],
+    queue: str,
+    trace_id: str | None = None,
+) -> None:
     """Publish ``messages`` in order on one connection; no silent retries.
 
     Failing fast lets the API answer 503 at once instead of holding the client
@@ -35,6 +41,7 @@ def enqueue(app: Celery, messages: Sequence[ApplyBatch | CountStep], queue: str)
                     argsrepr=msg.argsrepr(),
                     producer=producer,
                     retry=False,
+                    headers={"trace_id": trace_id, "sent_at": time.time()},
                 )
                 sent += 1
     except (OperationalError, OSError, ConnectionError) as exc:

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     staging_ttl_seconds: int = 6 * 3600
 
     worker_concurrency: int = 2
+    worker_metrics_port: int | None = None
+    worker_metrics_host: str = "127.0.0.1"
     log_format: Literal["text", "json"] = "text"
     flower_basic_auth: str | None = None
 

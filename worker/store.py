@@ -684,6 +684,11 @@ class Store:
                 "superseded",
             )
         }
+        eta = None
+        if raw["state"] == "IN_PROCESS" and counts["batches_applied"] and raw.get("created_ms"):
+            elapsed = time.time() - int(raw["created_ms"]) / 1000
+            left = counts["batches_total"] - counts["batches_applied"]
+            eta = round(max(elapsed / counts["batches_applied"] * left, 0.0), 1)
         error = None
         if raw.get("error_code"):
             error = {"code": raw["error_code"], "message": raw.get("error_message", "")}
@@ -694,6 +699,7 @@ class Store:
             "created_at": raw["created_at"],
             "applied_at": raw.get("applied_at"),
             "counts": counts,
+            "eta_seconds": eta,
             "error": error,
         }
 

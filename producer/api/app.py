@@ -15,8 +15,10 @@ from producer.api import envelope
 from producer.api.idempotency import IdempotencyMiddleware
 from producer.api.responses import Json
 from producer.api.routes import router
+from producer.metrics import MetricsMiddleware, metrics_endpoint
 from producer.submit import Producer
 from worker.app import create_app
+from worker.logs import trace_id_var
 from worker.settings import Settings, get_settings
 from worker.store import Store
 
@@ -47,6 +49,7 @@ class TraceMiddleware:
             return
         trace_id = trace_id_for(Request(scope))
         scope.setdefault("state", {})["trace_id"] = trace_id
+        trace_id_var.set(trace_id)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -80,7 +83,9 @@ def create_api(settings: Settings | None = None) -> FastAPI:
     )
     envelope.install(app)
     app.include_router(router)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    # Outermost last: metrics see every answer, the trace id is set before anything logs.
     app.add_middleware(IdempotencyMiddleware)
-
     app.add_middleware(TraceMiddleware)
+    app.add_middleware(MetricsMiddleware)
     return app

@@ -10,10 +10,10 @@ import pytest
 from celery import Celery
 
 from producer.client import AudiencesClient
-from worker.publish import enqueue
 from tests.support import Proc, children_of, wait_until
 from worker import keys
 from worker.contract import QUEUE_BULK, ApplyBatch
+from worker.publish import enqueue
 from worker.store import Store
 
 pytestmark = pytest.mark.integration

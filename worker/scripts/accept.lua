@@ -25,7 +25,7 @@ while ARGV[i] ~= '--' do
   fields[#fields + 1] = ARGV[i]
   i = i + 1
 end
-redis.call('HSET', token, 'base', first, 'kind', kind, unpack(fields))
+redis.call('HSET', token, 'base', first, 'kind', kind, 'created_ms', now_ms, unpack(fields))
 if kind ~= 'replace' and redis.call('EXISTS', replace) == 1 then
   redis.call('HSET', token, 'waits_for_replace', '1')
 end
