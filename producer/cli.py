@@ -152,6 +152,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from producer.api import create_api
+    from worker.settings import Settings
+
+    document = create_api(Settings(redis_url="redis://unused:6379/0")).openapi()
+    print(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiences", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -185,6 +194,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.add_argument("--wait", action="store_true")
     s.set_defaults(func=cmd_upload)
+
+    s = sub.add_parser("openapi", help="print the OpenAPI document (docs/openapi.json)")
+    s.set_defaults(func=cmd_openapi)
 
     s = sub.add_parser("status", help="show an indexing token")
     s.add_argument("token")

@@ -6,6 +6,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.datastructures import MutableHeaders
@@ -15,6 +16,7 @@ from producer.api import envelope
 from producer.api.idempotency import IdempotencyMiddleware
 from producer.api.responses import Json
 from producer.api.routes import router
+from producer.api.schemas import finish_openapi
 from producer.metrics import MetricsMiddleware, metrics_endpoint
 from producer.submit import Producer
 from worker.app import create_app
@@ -84,6 +86,13 @@ def create_api(settings: Settings | None = None) -> FastAPI:
     envelope.install(app)
     app.include_router(router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = finish_openapi(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     # Outermost last: metrics see every answer, the trace id is set before anything logs.
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(TraceMiddleware)

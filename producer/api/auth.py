@@ -5,13 +5,20 @@ from __future__ import annotations
 from typing import Annotated
 
 from anyio import to_thread
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 
 from producer.errors import Forbidden, Unauthorized
 from worker.store import SCOPE_READ, SCOPE_WRITE, ApiKey
 
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="An API key of your account."
+)
 
-async def _api_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> ApiKey:
+
+async def _api_key(
+    request: Request, x_api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None
+) -> ApiKey:
     if not x_api_key:
         raise Unauthorized("Send your API key in the X-API-Key header.")
     key = await to_thread.run_sync(request.app.state.store.lookup_api_key, x_api_key)

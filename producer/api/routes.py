@@ -10,6 +10,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from producer import audience_input
+from producer.api import schemas as S
 from producer.api.auth import Reader, Writer
 from producer.api.responses import Json
 from producer.errors import (
@@ -106,7 +107,11 @@ async def _audience_response(
 # --- audiences ---------------------------------------------------------------------------
 
 
-@router.post("/v1/audiences", status_code=201)
+@router.post(
+    "/v1/audiences",
+    status_code=201,
+    responses={201: {"model": S.Audience}} | S.error_responses(400, 403, 409, 413, 415, 422),
+)
 async def create_audience(request: Request, key: Writer) -> Json:
     _require_media(request, JSON)
     fields = audience_input.parse_create(await _read_body(request))
@@ -122,7 +127,10 @@ async def create_audience(request: Request, key: Writer) -> Json:
     return await _audience_response(request, key.account, audience["id"], 201)
 
 
-@router.get("/v1/audiences")
+@router.get(
+    "/v1/audiences",
+    responses={200: {"model": S.AudiencePage}} | S.error_responses(400, 403, 422),
+)
 async def list_audiences(
     request: Request,
     key: Reader,
@@ -136,12 +144,19 @@ async def list_audiences(
     return Json({"audiences": audiences, "next_cursor": next_cursor})
 
 
-@router.get("/v1/audiences/{audience_id}")
+@router.get(
+    "/v1/audiences/{audience_id}",
+    responses={200: {"model": S.Audience}} | S.error_responses(403, 404, 422),
+)
 async def get_audience(request: Request, audience_id: str, key: Reader) -> Json:
     return await _audience_response(request, key.account, audience_id)
 
 
-@router.patch("/v1/audiences/{audience_id}")
+@router.patch(
+    "/v1/audiences/{audience_id}",
+    responses={200: {"model": S.Audience}}
+    | S.error_responses(400, 403, 404, 409, 412, 413, 415, 422),
+)
 async def patch_audience(
     request: Request, audience_id: str, key: Writer, if_match: IfMatch = None
 ) -> Json:
@@ -158,7 +173,11 @@ async def patch_audience(
     return await _audience_response(request, key.account, audience_id)
 
 
-@router.delete("/v1/audiences/{audience_id}", status_code=204)
+@router.delete(
+    "/v1/audiences/{audience_id}",
+    status_code=204,
+    responses=S.error_responses(403, 404, 409, 412, 422),
+)
 async def delete_audience(
     request: Request, audience_id: str, key: Writer, if_match: IfMatch = None
 ) -> Response:
@@ -168,7 +187,11 @@ async def delete_audience(
     return Response(status_code=204)
 
 
-@router.post("/v1/audiences/{audience_id}/size", status_code=202)
+@router.post(
+    "/v1/audiences/{audience_id}/size",
+    status_code=202,
+    responses={202: {"model": S.Accepted}} | S.error_responses(400, 403, 404, 409, 413, 415, 422),
+)
 async def count_size(request: Request, audience_id: str, key: Writer) -> Json:
     body = await _read_body(request)
     if body.strip():
@@ -185,7 +208,12 @@ async def count_size(request: Request, audience_id: str, key: Writer) -> Json:
 # --- membership ----------------------------------------------------------------------------
 
 
-@router.post("/v1/audiences/{audience_id}/members", status_code=202)
+@router.post(
+    "/v1/audiences/{audience_id}/members",
+    status_code=202,
+    responses={202: {"model": S.Accepted}, 200: {"model": S.DryRunResult}}
+    | S.error_responses(400, 403, 404, 409, 413, 415, 422),
+)
 async def update_members(
     request: Request, audience_id: str, key: Writer, validate_only: bool = False
 ) -> Json:
@@ -203,7 +231,12 @@ async def update_members(
     return _accepted(outcome)
 
 
-@router.post("/v1/audiences/{audience_id}/uploads", status_code=202)
+@router.post(
+    "/v1/audiences/{audience_id}/uploads",
+    status_code=202,
+    responses={202: {"model": S.Accepted}, 200: {"model": S.DryRunResult}}
+    | S.error_responses(400, 403, 404, 409, 413, 415, 422),
+)
 async def upload_members(
     request: Request,
     audience_id: str,
@@ -222,7 +255,10 @@ async def upload_members(
     return _accepted(outcome)
 
 
-@router.get("/v1/indexing/{token}")
+@router.get(
+    "/v1/indexing/{token}",
+    responses={200: {"model": S.IndexingStatus}} | S.error_responses(403, 404, 422),
+)
 async def indexing_status(request: Request, token: str, key: Reader) -> Json:
     status = await to_thread.run_sync(_store(request).get_token, key.account, token)
     if status is None:
@@ -230,7 +266,10 @@ async def indexing_status(request: Request, token: str, key: Reader) -> Json:
     return Json(status)
 
 
-@router.get("/v1/audiences/{audience_id}/members")
+@router.get(
+    "/v1/audiences/{audience_id}/members",
+    responses={200: {"model": S.MemberPage}} | S.error_responses(400, 403, 404, 422),
+)
 async def list_members(
     request: Request,
     audience_id: str,
@@ -249,7 +288,10 @@ async def list_members(
     return Json(await to_thread.run_sync(page))
 
 
-@router.get("/v1/audiences/{audience_id}/members/{member_id:path}")
+@router.get(
+    "/v1/audiences/{audience_id}/members/{member_id:path}",
+    responses={200: {"model": S.Member}} | S.error_responses(403, 404, 422),
+)
 async def get_member(request: Request, audience_id: str, member_id: str, key: Reader) -> Json:
     store = _store(request)
 

@@ -1,0 +1,251 @@
+"""The documented shapes of requests and responses (OpenAPI), with examples.
+
+Handlers build plain dicts (orjson-encoded); these models describe them for
+``/openapi.json``, ``/docs`` and the schema tests, and are kept in step by those tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from producer.validation import MEMBERS_BODY
+
+ERROR_CODES: dict[int, list[str]] = {
+    400: [
+        "validation_error",
+        "too_many_ids",
+        "invalid_json",
+        "name_too_long",
+        "invalid_name",
+        "description_too_long",
+        "invalid_description",
+        "invalid_status",
+        "empty_update",
+        "unknown_field",
+        "invalid_group_operator",
+        "empty_filter_group",
+        "invalid_condition_field",
+        "invalid_condition_operator",
+        "missing_condition_value",
+        "invalid_condition_value",
+        "invalid_time_unit",
+        "filter_too_deep",
+        "filter_too_large",
+        "invalid_filter",
+    ],
+    401: ["unauthorized"],
+    403: ["forbidden"],
+    404: ["not_found"],
+    405: ["method_not_allowed"],
+    409: ["audience_exists", "audience_archived", "audience_not_ready", "idempotency_key_in_use"],
+    412: ["precondition_failed"],
+    413: ["payload_too_large"],
+    415: ["unsupported_media_type"],
+    422: ["idempotency_key_reused"],
+    429: ["rate_limited"],
+    503: ["service_unavailable", "store_full"],
+}
+
+BATCH_EXAMPLE = {
+    "ids": [
+        {
+            "action": "add",
+            "id": "CUSTOM-ID-1",
+            "attributes": {
+                "att1": 3,
+                "att2": "string",
+                "date(att15)": "2023-08-12T22:30:05Z",
+                "url(att20)": "",
+            },
+        },
+        {"action": "remove", "id": "CUSTOM-ID-2"},
+    ]
+}
+
+
+class Detail(BaseModel):
+    loc: str = Field(description="Where: `ids.42.attributes.att1`, `line 7`, `filter.groups.0`.")
+    code: str = Field(description="The problem's own stable code.")
+    message: str
+    field: str | None = Field(None, description="Uploads: the field within the line.")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable snake_case code; see the list per status.")
+    message: str = Field(description="What to fix, for a person.")
+    details: list[Detail]
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error: ``{"error": {...}, "trace_id": ...}``."""
+
+    error: ErrorBody
+    trace_id: str | None
+
+
+class Accepted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "indexing_token": "a0082dc6860938a26280bd3ba927303b",
+                    "indexing_state": "IN_PROCESS",
+                }
+            ]
+        }
+    )
+
+    indexing_token: str = Field(pattern=r"^[0-9a-f]{32}$")
+    indexing_state: Literal["IN_PROCESS"]
+
+
+class DryRunResult(BaseModel):
+    received: int
+    deduplicated: int
+
+
+class Audience(BaseModel):
+    id: str
+    name: str
+    description: str | None
+    status: Literal["draft", "active", "paused", "archived"]
+    filter: dict[str, Any] | None
+    size: int = Field(description="Current members.")
+    cached_size: int | None = Field(description="Targetable members at the last count.")
+    cached_size_updated_at: str | None
+    pending_tokens: list[str] = Field(description="Newest 100 tokens still IN_PROCESS.")
+    created_at: str
+    updated_at: str
+
+
+class AudiencePage(BaseModel):
+    audiences: list[Audience]
+    next_cursor: str | None
+
+
+class AudienceCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "newsletter", "description": "weekly"}]},
+    )
+
+    name: str = Field(min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=500)
+    status: Literal["draft", "active"] = "active"
+    filter: dict[str, Any] | None = None
+
+
+class AudiencePatch(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "minProperties": 1,
+            "examples": [{"status": "paused"}, {"description": None}],
+        },
+    )
+
+    name: str = Field(None, min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=500)
+    status: Literal["draft", "active", "paused", "archived"] = Field(None)
+    filter: dict[str, Any] | None = None
+
+
+class Counts(BaseModel):
+    received: int
+    deduplicated: int
+    batches_total: int
+    batches_applied: int
+    added: int
+    removed: int
+    superseded: int
+
+
+class TokenError(BaseModel):
+    code: str
+    message: str
+
+
+class IndexingStatus(BaseModel):
+    indexing_token: str
+    audience_id: str
+    indexing_state: Literal["IN_PROCESS", "APPLIED", "FAILED", "REPLACED"]
+    created_at: str
+    applied_at: str | None
+    counts: Counts
+    eta_seconds: float | None
+    error: TokenError | None
+
+
+class Member(BaseModel):
+    id: str
+    attributes: dict[str, Any]
+    targetable: bool
+
+
+class ExportedMember(BaseModel):
+    id: str
+    attributes: dict[str, Any]
+
+
+class MemberPage(BaseModel):
+    members: list[ExportedMember]
+    next_cursor: str | None
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The envelope, documented for each status a route can answer, with its codes."""
+    common = (401, 503)
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in sorted({*statuses, *common, 429}):
+        out[status] = {
+            "model": ErrorEnvelope,
+            "description": "Error codes: " + ", ".join(f"`{c}`" for c in ERROR_CODES[status]),
+        }
+    return out
+
+
+def _body(
+    model: Any, media: str = "application/json", example: Any = None, required: bool = True
+) -> dict[str, Any]:
+    return {"model": model, "media": media, "example": example, "required": required}
+
+
+REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("/v1/audiences", "post"): _body(AudienceCreate),
+    ("/v1/audiences/{audience_id}", "patch"): _body(AudiencePatch),
+    ("/v1/audiences/{audience_id}/members", "post"): _body(MEMBERS_BODY, example=BATCH_EXAMPLE),
+    ("/v1/audiences/{audience_id}/size", "post"): _body(None, required=False),
+    ("/v1/audiences/{audience_id}/uploads", "post"): _body(
+        None,
+        media="application/x-ndjson",
+        example='{"action": "add", "id": "CUSTOM-ID-1", "attributes": {"att1": 3}}\n'
+        '{"action": "remove", "id": "CUSTOM-ID-2"}\n',
+    ),
+}
+
+
+def finish_openapi(document: dict[str, Any]) -> dict[str, Any]:
+    """Add the request bodies (read by hand in the handlers) to FastAPI's document."""
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    template = "#/components/schemas/{model}"
+    for (path, method), body in REQUEST_BODIES.items():
+        operation = document["paths"][path][method]
+        model = body["model"]
+        if body["media"] == "application/x-ndjson":
+            schema: dict[str, Any] = {"type": "string", "description": "One op per line."}
+        elif model is None:
+            schema = {"type": "object", "maxProperties": 0}
+        else:
+            adapter = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
+            schema = adapter.json_schema(ref_template=template)
+            components.update(schema.pop("$defs", {}))
+        content: dict[str, Any] = {"schema": schema}
+        if body["example"] is not None:
+            content["example"] = body["example"]
+        operation["requestBody"] = {
+            "required": body["required"],
+            "content": {body["media"]: content},
+        }
+    return document
