@@ -110,6 +110,48 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from worker.store import Store
+
+    for key in Store.from_settings(get_settings()).list_api_keys(args.account):
+        print(f"{key['key_id']}  {key['scopes']}  created {key['created_at']}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from worker.store import Store
+
+    if not Store.from_settings(get_settings()).revoke_api_key(args.account, args.key_id):
+        console.print(f"no key {args.key_id} in account {args.account}")
+        return 1
+    console.print(f"revoked {args.key_id}; it is refused from now on")
+    return 0
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    from worker.store import Store
+
+    for entry in Store.from_settings(get_settings()).dead_letters():
+        print(orjson.dumps(entry).decode())
+    return 0
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    from worker.app import create_app
+    from worker.apply import replay_dead_letters
+    from worker.contract import QUEUE_BULK
+    from worker.publish import enqueue
+    from worker.store import Store
+
+    settings = get_settings()
+    app = create_app(settings)
+    replayed = replay_dead_letters(
+        Store.from_settings(settings), lambda msgs: enqueue(app, msgs, QUEUE_BULK)
+    )
+    console.print(f"replayed {replayed} dead letter(s)")
+    return 0
+
+
 def cmd_upload(args: argparse.Namespace) -> int:
     path = Path(args.file)
     with (
@@ -188,6 +230,20 @@ def parser() -> argparse.ArgumentParser:
         "--scope", action="append", required=True, choices=["audiences:read", "audiences:write"]
     )
     s.set_defaults(func=cmd_keys_create)
+
+    s = keys.add_parser("list", help="list an account's keys (never their secrets)")
+    s.add_argument("--account", required=True)
+    s.set_defaults(func=cmd_keys_list)
+    s = keys.add_parser("revoke", help="revoke a key by its id")
+    s.add_argument("--account", required=True)
+    s.add_argument("key_id")
+    s.set_defaults(func=cmd_keys_revoke)
+
+    dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(dest="dlq", required=True)
+    s = dlq.add_parser("list", help="print dead letters, one JSON object a line")
+    s.set_defaults(func=cmd_dlq_list)
+    s = dlq.add_parser("replay", help="enqueue every dead letter again")
+    s.set_defaults(func=cmd_dlq_replay)
 
     s = sub.add_parser("upload", help="upload an NDJSON or CSV file of ops")
     s.add_argument("audience_id")

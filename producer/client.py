@@ -88,8 +88,28 @@ def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
 
 
 class AudiencesClient:
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 60.0) -> None:
+    """A client that does the right thing on 429 and 503.
+
+    Each POST carries an ``Idempotency-Key``, reused across its retries, so a retried
+    request never applies twice. 429 and 503 are retried with exponential backoff that
+    honours ``Retry-After``, up to ``max_retries`` times; other errors raise the typed
+    exception for their code at once.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 60.0,
+        max_retries: int = 8,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
         self.http = httpx.Client(base_url=base_url, headers={"X-API-Key": api_key}, timeout=timeout)
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
 
     def close(self) -> None:
         self.http.close()

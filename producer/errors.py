@@ -17,10 +17,17 @@ class ApiError(Exception):
     code = "validation_error"
     headers: ClassVar[dict[str, str] | None] = None
 
-    def __init__(self, message: str, details: list[Problem] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        details: list[Problem] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
+        if headers:
+            self.headers = {**(type(self).headers or {}), **headers}  # type: ignore[misc]
 
 
 class Unauthorized(ApiError):
@@ -108,3 +115,16 @@ class IdempotencyKeyInUse(ApiError):
 
     status, code = 409, "idempotency_key_in_use"
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1"}
+
+
+class RateLimited(ApiError):
+    """The account is over its request budget; retry after ``Retry-After`` seconds."""
+
+    status, code = 429, "rate_limited"
+
+
+class StoreFull(ApiError):
+    """The store is near its memory limit: writes are refused, reads still work."""
+
+    status, code = 503, "store_full"
+    headers: ClassVar[dict[str, str] | None] = {"Retry-After": "30"}

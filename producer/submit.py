@@ -133,6 +133,29 @@ class Producer:
         )
         return token
 
+    # --- erasure -----------------------------------------------------------------------
+
+    def erase_member(self, account: str, member_id: str) -> str:
+        """Remove ``member_id`` from every audience of the account; one token for all.
+
+        Each audience gets an ordinary remove through the same ordered path as any other
+        update, so an add accepted later still wins. Archived audiences are included:
+        an opt-out is honoured everywhere.
+        """
+        encoded = encode_ops(
+            MEMBERS_BODY.validate_python({"ids": [{"action": "remove", "id": member_id}]})["ids"]
+        )
+        batch = deduplicate(encoded)
+        token = new_token()
+        children = []
+        for audience_id in self.store.account_audience_ids(account):
+            child = new_token()
+            self.store.stage_batch(audience_id, child, 0, batch.payload)
+            self._accept_and_enqueue(account, audience_id, child, [1], 1, 0)
+            children.append((audience_id, child))
+        self.store.create_erasure(account, token, children)
+        return token
+
     # --- NDJSON upload ------------------------------------------------------------------------
 
     async def submit_upload(

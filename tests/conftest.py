@@ -47,6 +47,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
     env["AUDIENCES_BROKER_URL"] = settings.require_broker()
     env["PYTHONUNBUFFERED"] = "1"
     env["AUDIENCES_WORKER_METRICS_PORT"] = str(free_port())
+    env["AUDIENCES_APPLY_RETRIES"] = "2"  # poison batches reach the dead letters in ~3 s
     return env
 
 
@@ -95,14 +96,11 @@ def worker(
     proc.stop()
 
 
-@pytest.fixture(scope="session")
-def api_url(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def start_api(env: dict[str, str], log: Path) -> tuple[Proc, str]:
+    """A real ``audiences api`` process, returned with its URL once it is healthy."""
     port = free_port()
-    proc = Proc(
-        [sys.executable, "-m", "producer.cli", "api", "--port", str(port)],
-        stack_env,
-        tmp_path_factory.mktemp("logs") / "api.log",
-    ).start()
+    proc = Proc([sys.executable, "-m", "producer.cli", "api", "--port", str(port)], env, log)
+    proc.start()
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -117,7 +115,13 @@ def api_url(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         wait_until(healthy, timeout=60, what="the API to start")
     except AssertionError:
         proc.stop(signal.SIGKILL)
-        raise AssertionError(f"API did not start:\n{proc.tail()}") from None
+        raise
+    return proc, url
+
+
+@pytest.fixture(scope="session")
+def api_url(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    proc, url = start_api(stack_env, tmp_path_factory.mktemp("logs") / "api.log")
     yield url
     proc.stop()
 

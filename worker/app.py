@@ -10,7 +10,7 @@ from celery import Celery, Task
 from kombu import Exchange, Queue
 
 from worker import metrics
-from worker.apply import apply_batch, count_step, fail_batch
+from worker.apply import apply_batch, count_step, dead_letter, fail_batch
 from worker.contract import (
     QUEUE_BULK,
     QUEUE_SMALL,
@@ -26,6 +26,11 @@ from worker.settings import Settings, get_settings
 from worker.store import Store
 
 RETRYABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+def backoff(retries: int) -> float:
+    """Seconds before retry ``retries + 1``: short, far below the visibility timeout."""
+    return float(min(2**retries, 10))
 
 
 class _StorePerProcess:
@@ -79,8 +84,12 @@ def create_app(settings: Settings | None = None) -> Celery:
     @app.task(name=TASK_APPLY_BATCH, bind=True, max_retries=settings.apply_retries)
     def apply_batch_task(self: Task, message: dict[str, Any]) -> None:
         trace_id_var.set(self.request.get("trace_id"))
-        msg = ApplyBatch.model_validate(message)
         store = stores.get()
+        try:
+            msg = ApplyBatch.model_validate(message)
+        except ValueError as exc:
+            dead_letter(store, message, f"invalid message: {exc}", publish)
+            return
         try:
             with metrics.APPLY_SECONDS.time():
                 result = apply_batch(
@@ -101,7 +110,13 @@ def create_app(settings: Settings | None = None) -> Celery:
                     publish,
                 )
                 return
-            raise self.retry(exc=exc, countdown=min(2**self.request.retries, 10)) from exc
+            raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+        except Exception as exc:
+            metrics.RETRIES.inc()
+            if self.request.retries >= settings.apply_retries:
+                dead_letter(store, message, f"{exc.__class__.__name__}: {exc}", publish)
+                return
+            raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
 
     @app.task(name=TASK_COUNT_SIZE, bind=True, max_retries=settings.apply_retries)
     def count_size_task(self: Task, message: dict[str, Any]) -> None:
@@ -113,7 +128,7 @@ def create_app(settings: Settings | None = None) -> Celery:
                 stores.get(), msg, publish=lambda nxt: enqueue(app, [nxt], QUEUE_BULK, trace_id)
             )
         except RETRYABLE as exc:
-            raise self.retry(exc=exc, countdown=min(2**self.request.retries, 10)) from exc
+            raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
 
     return app
 

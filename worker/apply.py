@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -86,6 +87,8 @@ def fail_batch(
     code: str,
     message: str,
     publish: Callable[[list[ApplyBatch]], None],
+    *,
+    keep_payload: bool = False,
 ) -> str:
     """Record that ``msg``'s batch will never apply; the token's other batches go on."""
     FAILURES.labels(code).inc()
@@ -94,10 +97,56 @@ def fail_batch(
         code,
         extra={"audience_id": msg.audience_id, "token": msg.token, "batch": msg.batch},
     )
-    state, releasable = store.fail_batch(msg.audience_id, msg.token, msg.batch, code, message)
+    state, releasable = store.fail_batch(
+        msg.audience_id, msg.token, msg.batch, code, message, keep_payload=keep_payload
+    )
     if releasable:
         release_parked(store, msg.audience_id, publish)
     return state
+
+
+def dead_letter(
+    store: Store, raw: Any, reason: str, publish: Callable[[list[ApplyBatch]], None]
+) -> None:
+    """Give up on a message that cannot be applied: fail its batch, keep it for replay.
+
+    The batch's ops stay staged, so ``audiences dlq replay`` can still apply them once
+    the cause is fixed. A message too corrupt to name its batch is only dead-lettered.
+    """
+    store.dead_letter(orjson.dumps(raw), reason)
+    try:
+        msg = ApplyBatch.model_validate(raw)
+    except ValueError:
+        FAILURES.labels("undecodable").inc()
+        log.error("undecodable message dead-lettered: %s", reason)
+        return
+    fail_batch(
+        store,
+        msg,
+        "apply_failed",
+        f"Batch {msg.batch} could not be applied ({reason}); it is in the dead-letter "
+        "list for an operator to replay.",
+        publish,
+        keep_payload=True,
+    )
+
+
+def replay_dead_letters(store: Store, publish: Callable[[list[ApplyBatch]], None]) -> int:
+    """Enqueue every dead letter again, reviving its batch first; returns how many.
+
+    Entries that do not decode into a message are listed again, untouched.
+    """
+    replayed = 0
+    for entry in store.take_dead_letters():
+        try:
+            msg = ApplyBatch.model_validate_json(entry["message"])
+        except ValueError:
+            store.dead_letter(entry["message"].encode(), entry["reason"])
+            continue
+        store.revive_batch(msg.audience_id, msg.token, msg.batch, msg.base)
+        publish([msg])
+        replayed += 1
+    return replayed
 
 
 def release_parked(

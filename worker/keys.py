@@ -108,5 +108,19 @@ def idempotency(account: str, key: str) -> str:
     return f"acct:{{{account}}}:idem:{key}"
 
 
+def rate_bucket(account: str, budget: str) -> str:
+    return f"acct:{{{account}}}:rate:{budget}"
+
+
+def dead_letters() -> str:
+    """Messages that could not be applied, kept for an operator to inspect and replay."""
+    return "dlq"
+
+
+def erasure(token_id: str) -> str:
+    """An erasure token: the per-audience tokens it is made of."""
+    return f"erasure:{token_id}"
+
+
 def api_key(key_hash: str) -> str:
     return f"apikey:{key_hash}"

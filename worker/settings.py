@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     token_retention_seconds: int = 7 * 24 * 3600
     staging_ttl_seconds: int = 6 * 3600
 
+    write_rate_limit: int = Field(default=50, ge=0, description="Write requests/s per account.")
+    read_rate_limit: int = Field(default=500, ge=0, description="Reads and polls/s per account.")
+    store_full_ratio: float = Field(
+        default=0.9, description="Refuse writes once the store uses this share of maxmemory."
+    )
     worker_concurrency: int = 2
     worker_metrics_port: int | None = None
     worker_metrics_host: str = "127.0.0.1"

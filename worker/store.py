@@ -138,6 +138,8 @@ class Store:
         self._count_step = client.register_script(_script_source("count_step"))
         self._patch = client.register_script(_script_source("patch_audience"))
         self._delete = client.register_script(_script_source("delete_audience"))
+        self._rate = client.register_script(_script_source("rate_limit"))
+        self._revive = client.register_script(_script_source("revive_batch"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
@@ -180,6 +182,63 @@ class Store:
         if not raw or not hmac.compare_digest(stored_id, key_hash[:12]):
             return None
         return ApiKey(stored_id, raw["account"], frozenset(raw["scopes"].split()))
+
+    # --- rate limits, capacity ----------------------------------------------------------
+
+    def take_rate(self, account: str, budget: str, rate: int) -> tuple[bool, int, int]:
+        """One request from ``account``'s ``budget`` bucket: (allowed, left, ms to wait)."""
+        allowed, left, wait = self._rate(
+            keys=[keys.rate_bucket(account, budget)], args=[rate, int(time.time() * 1000)]
+        )
+        return bool(allowed), int(left), int(wait)
+
+    def memory_fill(self) -> float:
+        """used_memory / maxmemory (0.0 when no limit is set)."""
+        info = self.r.info("memory")
+        limit = int(info.get("maxmemory", 0))
+        return int(info["used_memory"]) / limit if limit else 0.0
+
+    # --- API key management -------------------------------------------------------------
+
+    def list_api_keys(self, account: str) -> list[dict[str, str]]:
+        out = []
+        for key_hash in sorted(self.r.smembers(keys.account_keys(account))):
+            raw = _hash(self.r.hgetall(keys.api_key(key_hash.decode())))
+            if raw:
+                out.append({k: raw[k] for k in ("key_id", "account", "scopes", "created_at")})
+        return out
+
+    def revoke_api_key(self, account: str, key_id: str) -> bool:
+        for key_hash in self.r.smembers(keys.account_keys(account)):
+            if key_hash.decode()[:12] == key_id:
+                self.r.delete(keys.api_key(key_hash.decode()))
+                self.r.srem(keys.account_keys(account), key_hash)
+                return True
+        return False
+
+    # --- dead letters ---------------------------------------------------------------------
+
+    def dead_letter(self, message: bytes, reason: str) -> None:
+        now = time.time()
+        entry = orjson.dumps(
+            {"at": now_iso(), "reason": reason, "message": message.decode(errors="replace")}
+        )
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(keys.dead_letters(), {entry: now})
+        pipe.zremrangebyscore(
+            keys.dead_letters(), "-inf", now - self.settings.token_retention_seconds
+        )
+        pipe.execute()
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return [orjson.loads(e) for e in self.r.zrange(keys.dead_letters(), 0, -1)]
+
+    def take_dead_letters(self) -> list[dict[str, Any]]:
+        """Remove and return every dead letter (to replay them)."""
+        entries = self.r.zrange(keys.dead_letters(), 0, -1)
+        if entries:
+            self.r.zrem(keys.dead_letters(), *entries)
+        return [orjson.loads(e) for e in entries]
 
     # --- idempotency keys -------------------------------------------------------------
 
@@ -563,9 +622,19 @@ class Store:
         )
 
     def fail_batch(
-        self, audience_id: str, token_id: str, batch_no: int, code: str, message: str
+        self,
+        audience_id: str,
+        token_id: str,
+        batch_no: int,
+        code: str,
+        message: str,
+        *,
+        keep_payload: bool = False,
     ) -> tuple[str, int]:
-        """Mark a batch failed; returns the token's state and how many parked to release."""
+        """Mark a batch failed; returns the token's state and how many parked to release.
+
+        ``keep_payload`` keeps the staged ops (until their TTL) for a dead-letter replay.
+        """
         state, releasable = self._fail(
             keys=[
                 keys.pending_batches(audience_id),
@@ -586,9 +655,30 @@ class Store:
                 message,
                 now_iso(),
                 token_id,
+                "keep" if keep_payload else "",
             ],
         )
         return _s(state) or "", int(releasable)
+
+    def revive_batch(self, audience_id: str, token_id: str, batch_no: int, base: int) -> str:
+        """Make a failed batch pending again before it is replayed (see revive_batch.lua)."""
+        outcome = self._revive(
+            keys=[
+                keys.token(audience_id, token_id),
+                keys.token_done(audience_id, token_id),
+                keys.batch_payload(audience_id, token_id, batch_no),
+                keys.pending_batches(audience_id),
+                keys.tokens_in_process(audience_id),
+            ],
+            args=[
+                batch_no,
+                keys.pending_member(token_id, batch_no),
+                base,
+                token_id,
+                int(time.time() * 1000),
+            ],
+        )
+        return _s(outcome) or ""
 
     def parked_messages(self, audience_id: str) -> list[bytes]:
         """Messages parked behind a replace that has ended (empty while one runs)."""
@@ -662,6 +752,66 @@ class Store:
 
     # --- reads ------------------------------------------------------------------------------
 
+    def account_audience_ids(self, account: str) -> list[str]:
+        return [a.decode() for a in self.r.zrange(keys.account_audiences(account), 0, -1)]
+
+    def create_erasure(self, account: str, token_id: str, children: list[tuple[str, str]]) -> None:
+        """One token over the per-audience tokens of an erasure."""
+        ttl = self.settings.token_retention_seconds
+        self.r.set(
+            keys.erasure(token_id),
+            orjson.dumps({"created_at": now_iso(), "children": children}),
+            ex=ttl,
+        )
+        self.r.set(keys.token_index(token_id), f"{account}\t*", ex=ttl)
+
+    def _erasure_status(self, account: str, token_id: str) -> dict[str, Any] | None:
+        raw = self.r.get(keys.erasure(token_id))
+        if raw is None:
+            return None
+        record = orjson.loads(raw)
+        children = [self.get_token(account, child) for _, child in record["children"]]
+        counts = dict.fromkeys(
+            (
+                "received",
+                "deduplicated",
+                "batches_total",
+                "batches_applied",
+                "added",
+                "removed",
+                "superseded",
+            ),
+            0,
+        )
+        states = set()
+        finished = []
+        for child in children:
+            if child is None:
+                continue
+            states.add(child["indexing_state"])
+            finished.append(child["applied_at"])
+            for name in counts:
+                counts[name] += child["counts"][name]
+        state = "APPLIED"
+        if "IN_PROCESS" in states:
+            state = "IN_PROCESS"
+        elif "FAILED" in states:
+            state = "FAILED"
+        return {
+            "indexing_token": token_id,
+            "audience_id": None,
+            "indexing_state": state,
+            "created_at": record["created_at"],
+            "applied_at": (
+                max((f for f in finished if f), default=record["created_at"])
+                if state == "APPLIED"
+                else None
+            ),
+            "counts": counts,
+            "eta_seconds": None,
+            "error": None,
+        }
+
     def get_token(self, account: str, token_id: str) -> dict[str, Any] | None:
         owner = _s(self.r.get(keys.token_index(token_id)))
         if not owner:
@@ -669,6 +819,8 @@ class Store:
         token_account, audience_id = owner.split("\t")
         if token_account != account:
             return None
+        if audience_id == "*":
+            return self._erasure_status(account, token_id)
         raw = _hash(self.r.hgetall(keys.token(audience_id, token_id)))
         if not raw:
             return None

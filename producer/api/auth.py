@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Annotated
 
 from anyio import to_thread
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from producer.errors import Forbidden, Unauthorized
+from producer.errors import Forbidden, RateLimited, StoreFull, Unauthorized
 from worker.store import SCOPE_READ, SCOPE_WRITE, ApiKey
 
 API_KEY_HEADER = APIKeyHeader(
@@ -27,13 +29,62 @@ async def _api_key(
     return key
 
 
+def _check_rate(request: Request, key: ApiKey, budget: str, rate: int) -> None:
+    if rate <= 0:
+        return
+    allowed, left, wait_ms = request.app.state.store.take_rate(key.account, budget, rate)
+    if not allowed:
+        reset = max(1, math.ceil(wait_ms / 1000))
+        raise RateLimited(
+            f"Over the {budget} limit of {rate} requests per second for this account; "
+            f"retry after {reset} s.",
+            headers={
+                "Retry-After": str(reset),
+                "RateLimit-Limit": str(rate),
+                "RateLimit-Remaining": str(left),
+                "RateLimit-Reset": str(reset),
+            },
+        )
+
+
+class _StoreFill:
+    """The store's memory use, read at most once a second per process."""
+
+    def __init__(self) -> None:
+        self.value, self.read_at = 0.0, 0.0
+
+    def get(self, request: Request) -> float:
+        if time.monotonic() - self.read_at > 1.0:
+            self.value = request.app.state.store.memory_fill()
+            self.read_at = time.monotonic()
+        return self.value
+
+
+_fill = _StoreFill()
+
+
 def _requiring(scope: str):  # type: ignore[no-untyped-def]
-    async def check(key: Annotated[ApiKey, Depends(_api_key)]) -> ApiKey:
+    write = scope == SCOPE_WRITE
+
+    def check(request: Request, key: ApiKey) -> ApiKey:
         if scope not in key.scopes:
             raise Forbidden(f"This API key lacks the {scope} scope.")
+        settings = request.app.state.settings
+        if write:
+            _check_rate(request, key, "write", settings.write_rate_limit)
+            if _fill.get(request) >= settings.store_full_ratio:
+                raise StoreFull(
+                    "The store is near its memory limit; writes are refused until an operator "
+                    "adds memory or removes audiences. Reads still work."
+                )
+        else:
+            _check_rate(request, key, "read", settings.read_rate_limit)
         return key
 
-    return check
+    async def dependency(request: Request, key: Annotated[ApiKey, Depends(_api_key)]) -> ApiKey:
+        return await to_thread.run_sync(check, request, key)
+
+    return dependency
 
 
 Reader = Annotated[ApiKey, Depends(_requiring(SCOPE_READ))]

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from anyio import to_thread
 from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import ValidationError as PydanticValidationError
 
 from producer import audience_input
 from producer.api import schemas as S
@@ -16,6 +17,7 @@ from producer.api.responses import Json
 from producer.errors import (
     AudienceExists,
     AudienceNotReady,
+    InvalidRequest,
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
@@ -23,6 +25,7 @@ from producer.errors import (
     UnsupportedMediaType,
 )
 from producer.submit import DryRun, Producer
+from producer.validation import Problem
 from worker import store as store_errors
 from worker.filters import compile_filter
 from worker.store import Store
@@ -311,6 +314,21 @@ async def get_member(request: Request, audience_id: str, member_id: str, key: Re
         }
 
     return Json(await to_thread.run_sync(lookup))
+
+
+@router.delete(
+    "/v1/members/{member_id:path}",
+    status_code=202,
+    responses={202: {"model": S.Accepted}} | S.error_responses(400, 403, 422),
+)
+async def erase_member(request: Request, member_id: str, key: Writer) -> Json:
+    """Erasure: remove this id from every audience of the account (an opt-out everywhere)."""
+    try:
+        token = await to_thread.run_sync(_producer(request).erase_member, key.account, member_id)
+    except PydanticValidationError:
+        message = "member_id is 1-128 characters without control characters."
+        raise InvalidRequest(message, [Problem("member_id", "invalid_id", message)]) from None
+    return _accepted(token)
 
 
 # --- health --------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ end
 redis.call('EXPIRE', token, tonumber(ARGV[3]))
 redis.call('ZADD', inprocess, now_ms, token_id)
 redis.call('ZADD', tokens, now_ms, token_id)
+-- Tokens expire after the retention; so does their entry here.
+redis.call('ZREMRANGEBYSCORE', tokens, '-inf', now_ms - 1000 * tonumber(ARGV[3]))
 local base = first
 local batch = 0
 for j = i + 1, #ARGV do

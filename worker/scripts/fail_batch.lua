@@ -4,7 +4,8 @@
 -- KEYS[5] in-process tokens zset, KEYS[6] replace hash, KEYS[7..9] shadow members, count
 -- and tombstones, KEYS[10] parked list
 -- ARGV[1] batch number, ARGV[2] pending member, ARGV[3] error code, ARGV[4] error message,
--- ARGV[5] now (ISO-8601), ARGV[6] token id
+-- ARGV[5] now (ISO-8601), ARGV[6] token id, ARGV[7] 'keep' to keep the payload (a dead
+-- letter that an operator may replay)
 -- A failed replace is dropped whole at once: the old membership stays as it was, and
 -- the updates parked behind it are released. A batch already finished is left alone.
 -- Returns {token state ('' when the token is gone), parked messages to release}.
@@ -18,7 +19,7 @@ local function releasable()
 end
 
 redis.call('ZREM', pending, ARGV[2])
-redis.call('DEL', payload_key)
+if ARGV[7] ~= 'keep' then redis.call('DEL', payload_key) end
 if redis.call('EXISTS', token) == 0 then
   return {'', releasable()}
 end

@@ -477,3 +477,21 @@ def test_trace_id_is_echoed(http: httpx.Client) -> None:
     response = http.get("/v1/audiences/none", headers={"X-Request-Id": "req-123"})
     assert response.headers["X-Request-Id"] == "req-123"
     assert response.json()["trace_id"] == "req-123"
+
+
+def test_erasure_removes_an_id_from_every_audience(client: AudiencesClient) -> None:
+    """DELETE /v1/members/{id} removes it everywhere under one token; a later add still wins."""
+    first = client.create_audience("erase-a")["id"]
+    second = client.create_audience("erase-b")["id"]
+    for audience in (first, second):
+        client.wait(client.update_members(audience, add(["gone", "kept"]))[0], timeout=30)
+    response = client.http.delete("/v1/members/gone")
+    assert response.status_code == 202
+    token = response.json()["indexing_token"]
+    status = client.wait(token, timeout=30)
+    assert status["indexing_state"] == "APPLIED"
+    assert status["counts"]["removed"] == 2
+    for audience in (first, second):
+        assert members_of(client, audience) == {"kept": {}}
+    client.wait(client.update_members(first, add(["gone"]))[0], timeout=30)
+    assert set(members_of(client, first)) == {"gone", "kept"}
