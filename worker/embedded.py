@@ -59,6 +59,8 @@ class EmbeddedValkey:
             "",
             "--maxmemory-policy",
             "noeviction",
+            "--lazyfree-lazy-server-del",
+            "yes",
             "--databases",
             "16",
             "--logfile",
