@@ -35,17 +35,21 @@ async def lines_of(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator
             if end < 0:
                 break
             line = data[start:end]
-            if len(line) > max_line + 1:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > max_line:
                 raise _line_too_long(max_line)
-            yield line[:-1] if line.endswith(b"\r") else line
+            yield line
             start = end + 1
         pending = data[start:]
         if len(pending) > max_line + 1:
             raise _line_too_long(max_line)
     if pending:
+        if pending.endswith(b"\r"):
+            pending = pending[:-1]
         if len(pending) > max_line:
             raise _line_too_long(max_line)
-        yield pending[:-1] if pending.endswith(b"\r") else pending
+        yield pending
 
 
 def _line_too_long(max_line: int) -> PayloadTooLarge:

@@ -169,18 +169,21 @@ def _message_for(code: str, error: Any) -> str:
         return (
             f"Attribute values are strings (at most {MAX_STRING} characters, no control "
             f"characters), 64-bit integers, finite floats, booleans or arrays of at most "
-            f"{MAX_ARRAY} such strings ({error['msg']})."
+            f"{MAX_ARRAY} such strings"
+            + ("." if error["type"].endswith("_type") else f" ({error['msg']}).")
         )
     return str(error["msg"])
 
 
 def problems_from(exc: PydanticValidationError) -> list[Problem]:
-    problems = []
+    """One problem per place: a union reports one error per member it tried."""
+    problems: dict[str, Problem] = {}
     for error in exc.errors(include_url=False):
         path = _clean_path(tuple(error["loc"]))
         code = _code_for(error, path)
-        problems.append(Problem(".".join(str(p) for p in path), code, _message_for(code, error)))
-    return problems
+        loc = ".".join(str(p) for p in path)
+        problems.setdefault(loc, Problem(loc, code, _message_for(code, error)))
+    return list(problems.values())
 
 
 def _normalise_date(value: Any) -> str:
@@ -189,7 +192,10 @@ def _normalise_date(value: Any) -> str:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    try:
+        return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    except OverflowError:
+        raise ValueError("the date-time falls outside years 1-9999 in UTC") from None
 
 
 def _check_url(value: Any) -> str:

