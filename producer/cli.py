@@ -76,8 +76,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker import metrics
     from worker.app import create_app
     from worker.contract import QUEUES
+    from worker.webhooks import start_pump
 
     configure_logging(settings.log_format)
+    start_pump(settings)
     if settings.worker_metrics_port:
         metrics.serve(
             settings.worker_metrics_host, settings.worker_metrics_port, settings.require_broker()
@@ -125,6 +127,15 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
         console.print(f"no key {args.key_id} in account {args.account}")
         return 1
     console.print(f"revoked {args.key_id}; it is refused from now on")
+    return 0
+
+
+def cmd_webhook_secret(args: argparse.Namespace) -> int:
+    from worker.store import Store
+
+    secret = Store.from_settings(get_settings()).webhook_secret(args.account, create=True)
+    console.print(f"New signing secret for account {args.account} (replaces any earlier one):")
+    print(secret, flush=True)
     return 0
 
 
@@ -238,6 +249,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--account", required=True)
     s.add_argument("key_id")
     s.set_defaults(func=cmd_keys_revoke)
+
+    hooks = sub.add_parser("webhooks", help="completion webhooks").add_subparsers(
+        dest="webhooks", required=True
+    )
+    s = hooks.add_parser("secret", help="make and print an account's signing secret")
+    s.add_argument("--account", required=True)
+    s.set_defaults(func=cmd_webhook_secret)
 
     dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(dest="dlq", required=True)
     s = dlq.add_parser("list", help="print dead letters, one JSON object a line")

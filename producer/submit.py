@@ -37,6 +37,7 @@ from worker.publish import EnqueueFailed, enqueue
 from worker.settings import Settings
 from worker.store import AudienceNotReady as StoreNotReady
 from worker.store import Store
+from worker.webhooks import callback_problem
 
 MAX_PROBLEMS = 100
 
@@ -102,14 +103,31 @@ class Producer:
 
     # --- JSON members request ------------------------------------------------------------
 
+    def check_callback(self, callback_url: str | None) -> None:
+        """A callback URL must be absolute http(s) on an allowed host (no internal calls)."""
+        if callback_url is None:
+            return
+        problem = callback_problem(callback_url, self.settings)
+        if problem:
+            raise InvalidRequest(
+                problem, [Problem("callback_url", "invalid_callback_url", problem)]
+            )
+
     def submit_members(
-        self, account: str, audience_id: str, body: bytes, *, validate_only: bool = False
+        self,
+        account: str,
+        audience_id: str,
+        body: bytes,
+        *,
+        validate_only: bool = False,
+        callback_url: str | None = None,
     ) -> str | DryRun:
         """Validate a ``{"ids": [...]}`` body and enqueue it as one batch; returns the token.
 
         With ``validate_only`` nothing is staged or enqueued: the counts are returned.
         """
         self.require_audience(account, audience_id)
+        self.check_callback(callback_url)
         try:
             parsed = MEMBERS_BODY.validate_json(body)
         except PydanticValidationError as exc:
@@ -129,7 +147,13 @@ class Producer:
         token = new_token()
         self.store.stage_batch(audience_id, token, 0, batch.payload)
         self._accept_and_enqueue(
-            account, audience_id, token, [batch.kept], batch.received, batch.deduplicated
+            account,
+            audience_id,
+            token,
+            [batch.kept],
+            batch.received,
+            batch.deduplicated,
+            callback_url=callback_url,
         )
         return token
 
@@ -166,6 +190,7 @@ class Producer:
         *,
         replace: bool = False,
         validate_only: bool = False,
+        callback_url: str | None = None,
     ) -> str | DryRun:
         """Stream, validate and stage an upload a batch at a time; enqueue only if all is valid.
 
@@ -175,6 +200,7 @@ class Producer:
         await to_thread.run_sync(
             functools.partial(self.require_audience, account, audience_id, replace=replace)
         )
+        self.check_callback(callback_url)
         upload = _Upload(new_token(), stage=not validate_only)
         block: list[bytes] = []
         try:
@@ -213,6 +239,7 @@ class Producer:
                 upload.batch_sizes,
                 upload.received,
                 upload.deduplicated,
+                callback_url=callback_url,
                 kind="replace" if replace else "members",
             )
         )
@@ -250,9 +277,11 @@ class Producer:
         received: int,
         deduplicated: int,
         kind: str = "members",
+        callback_url: str | None = None,
     ) -> None:
         try:
             bases = self.store.accept(
+                callback_url=callback_url,
                 account=account,
                 audience_id=audience_id,
                 token_id=token,

@@ -48,6 +48,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env["AUDIENCES_WORKER_METRICS_PORT"] = str(free_port())
     env["AUDIENCES_APPLY_RETRIES"] = "2"  # poison batches reach the dead letters in ~3 s
+    env["AUDIENCES_WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1"
     return env
 
 

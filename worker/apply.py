@@ -21,6 +21,7 @@ from worker.store import ApplyResult, Store
 log = logging.getLogger(__name__)
 
 COUNT_STEP_SECONDS = 1.0
+FINAL_STATES = frozenset({"APPLIED", "FAILED", "REPLACED"})
 COUNT_SCAN_BUDGET = 20_000
 
 
@@ -78,6 +79,10 @@ def apply_batch(
     )
     if result.releasable:
         release_parked(store, msg.audience_id, publish)
+    if result.outcome in ("applied", "duplicate") and result.token_state in FINAL_STATES:
+        store.schedule_webhook(msg.audience_id, msg.token)
+    for replaced in result.replaced:
+        store.schedule_webhook(msg.audience_id, replaced)
     return result
 
 
@@ -102,6 +107,8 @@ def fail_batch(
     )
     if releasable:
         release_parked(store, msg.audience_id, publish)
+    if state in FINAL_STATES:
+        store.schedule_webhook(msg.audience_id, msg.token)
     return state
 
 

@@ -122,5 +122,14 @@ def erasure(token_id: str) -> str:
     return f"erasure:{token_id}"
 
 
+def webhook_secret(account: str) -> str:
+    return f"acct:{{{account}}}:webhook_secret"
+
+
+def webhooks_due() -> str:
+    """Completion calls to make: "<audience>\\t<token>" scored by when (retries kept here)."""
+    return "webhooks:due"
+
+
 def api_key(key_hash: str) -> str:
     return f"apikey:{key_hash}"

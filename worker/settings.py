@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     store_full_ratio: float = Field(
         default=0.9, description="Refuse writes once the store uses this share of maxmemory."
     )
+    webhook_allowed_hosts: str = Field(
+        default="", description="Comma-separated hosts (or host:port) callbacks may call."
+    )
     worker_concurrency: int = 2
     worker_metrics_port: int | None = None
     worker_metrics_host: str = "127.0.0.1"

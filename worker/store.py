@@ -84,6 +84,7 @@ class ApplyResult:
     superseded: int
     token_state: str
     releasable: int = 0  # parked messages to publish again (a replace has ended)
+    replaced: tuple[str, ...] = ()  # tokens this apply ended as REPLACED
 
 
 def _s(value: bytes | str | None) -> str | None:
@@ -140,6 +141,7 @@ class Store:
         self._delete = client.register_script(_script_source("delete_audience"))
         self._rate = client.register_script(_script_source("rate_limit"))
         self._revive = client.register_script(_script_source("revive_batch"))
+        self._claim_webhooks = client.register_script(_script_source("claim_webhooks"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
@@ -223,6 +225,53 @@ class Store:
                 self.r.srem(keys.account_keys(account), key_hash)
                 return True
         return False
+
+    # --- completion webhooks --------------------------------------------------------------
+
+    def webhook_secret(self, account: str, *, create: bool = False) -> str | None:
+        """The account's signing secret; ``create`` makes a new one (and replaces the old)."""
+        if create:
+            secret = "whsec_" + secrets.token_urlsafe(32)
+            self.r.set(keys.webhook_secret(account), secret)
+            return secret
+        return _s(self.r.get(keys.webhook_secret(account)))
+
+    def token_account(self, audience_id: str, token_id: str) -> str | None:
+        return _s(self.r.hget(keys.token(audience_id, token_id), "account"))
+
+    def schedule_webhook(self, audience_id: str, token_id: str) -> None:
+        """Queue the completion call of a token that has a callback (once, if not queued)."""
+        if self.r.hget(keys.token(audience_id, token_id), "callback_url"):
+            self.r.zadd(keys.webhooks_due(), {f"{audience_id}\t{token_id}": time.time()}, nx=True)
+
+    def claim_webhooks(self, limit: int, lease_seconds: float) -> list[tuple[str, str]]:
+        """Due deliveries, leased to this caller (a crashed caller's come back after the lease)."""
+        now = time.time()
+        due = self._claim_webhooks(
+            keys=[keys.webhooks_due()], args=[now, limit, now + lease_seconds]
+        )
+        return [tuple(entry.decode().split("\t")) for entry in due]  # type: ignore[misc]
+
+    def webhook_attempt(self, audience_id: str, token_id: str) -> tuple[str | None, int, float]:
+        """(callback URL, attempts so far, first attempt time) of a token's webhook."""
+        key = keys.token(audience_id, token_id)
+        url, attempts, first = self.r.hmget(
+            key, ["callback_url", "webhook_attempts", "webhook_first_at"]
+        )
+        return _s(url), int(attempts or 0), float(first or 0)
+
+    def webhook_done(self, audience_id: str, token_id: str, outcome: str) -> None:
+        self.r.zrem(keys.webhooks_due(), f"{audience_id}\t{token_id}")
+        self.r.hset(keys.token(audience_id, token_id), "webhook", outcome)
+
+    def webhook_retry_at(
+        self, audience_id: str, token_id: str, at: float, attempts: int, first_at: float
+    ) -> None:
+        self.r.hset(
+            keys.token(audience_id, token_id),
+            mapping={"webhook_attempts": attempts, "webhook_first_at": first_at},
+        )
+        self.r.zadd(keys.webhooks_due(), {f"{audience_id}\t{token_id}": at}, xx=True)
 
     # --- dead letters ---------------------------------------------------------------------
 
@@ -480,6 +529,7 @@ class Store:
         deduplicated: int,
         batch_sizes: list[int],
         kind: str = "members",
+        callback_url: str | None = None,
     ) -> list[int]:
         """Register a token and reserve its versions; returns each batch's first version.
 
@@ -504,6 +554,7 @@ class Store:
             "added": 0,
             "removed": 0,
             "superseded": 0,
+            **({"callback_url": callback_url} if callback_url else {}),
         }.items():
             fields += [name, value]
         first = int(
@@ -619,7 +670,8 @@ class Store:
                 keys.token_prefix(audience_id),
             ],
         )
-        outcome, added, removed, superseded, state, releasable = raw
+        outcome, added, removed, superseded, state, releasable = raw[:6]
+        replaced = [t.decode() for t in raw[6]] if len(raw) > 6 else []
         return ApplyResult(
             outcome.decode(),
             int(added),
@@ -627,6 +679,7 @@ class Store:
             int(superseded),
             _s(state) or "",
             int(releasable),
+            tuple(replaced),
         )
 
     def fail_batch(
@@ -829,6 +882,10 @@ class Store:
             return None
         if audience_id == "*":
             return self._erasure_status(account, token_id)
+        return self.token_status(audience_id, token_id)
+
+    def token_status(self, audience_id: str, token_id: str) -> dict[str, Any] | None:
+        """A token's status as the API shows it (no account check: callers do that)."""
         raw = _hash(self.r.hgetall(keys.token(audience_id, token_id)))
         if not raw:
             return None

@@ -35,6 +35,10 @@ router = APIRouter()
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
 IfMatch = Annotated[str | None, Header()]
+CallbackUrl = Annotated[
+    str | None,
+    Query(max_length=2048, description="Called with the token's status when it ends."),
+]
 
 
 def _store(request: Request) -> Store:
@@ -218,7 +222,11 @@ async def count_size(request: Request, audience_id: str, key: Writer) -> Json:
     | S.error_responses(400, 403, 404, 409, 413, 415, 422),
 )
 async def update_members(
-    request: Request, audience_id: str, key: Writer, validate_only: bool = False
+    request: Request,
+    audience_id: str,
+    key: Writer,
+    validate_only: bool = False,
+    callback_url: CallbackUrl = None,
 ) -> Json:
     _require_media(request, JSON)
     body = await _read_body(request)
@@ -229,6 +237,7 @@ async def update_members(
             audience_id,
             body,
             validate_only=validate_only,
+            callback_url=callback_url,
         )
     )
     return _accepted(outcome)
@@ -246,6 +255,7 @@ async def upload_members(
     key: Writer,
     mode: Literal["merge", "replace"] = "merge",
     validate_only: bool = False,
+    callback_url: CallbackUrl = None,
 ) -> Json:
     _require_media(request, NDJSON)
     outcome = await _producer(request).submit_upload(
@@ -254,6 +264,7 @@ async def upload_members(
         request.stream(),
         replace=mode == "replace",
         validate_only=validate_only,
+        callback_url=callback_url,
     )
     return _accepted(outcome)
 

@@ -21,7 +21,8 @@
 -- only while an older batch is still pending (one that could otherwise resurrect it);
 -- tombstones older than every pending batch are purged here, so they never pile up.
 -- A replace writes into shadow keys, swapped in whole when its last batch is applied.
--- Returns {outcome, added, removed, superseded, token state, parked messages to release}
+-- Returns {outcome, added, removed, superseded, token state, parked messages to release,
+-- tokens this call ended as REPLACED (only when 'applied')}
 -- with outcome applied | duplicate | parked | aborted (token gone, abandoned, replaced or a
 -- failed replace) | missing (payload lost).
 local members, count_key, pending, tomb, token, done, payload_key =
@@ -85,6 +86,7 @@ local min_pending = nil
 if oldest[2] then min_pending = tonumber(oldest[2]) end
 
 local added, removed, superseded, delta = 0, 0, 0, 0
+local replaced = {}
 local sets, dels, tombs = {}, {}, {}
 local CHUNK = 1000
 for s = 1, n, CHUNK do
@@ -174,6 +176,7 @@ if finished >= tonumber(redis.call('HGET', token, 'batches_total')) then
           and tonumber(redis.call('HGET', other_key, 'base')) < replace_base then
         redis.call('HSET', other_key, 'state', 'REPLACED', 'finished_at', now)
         redis.call('ZREM', inprocess, other)
+        replaced[#replaced + 1] = other
         local prefix = other .. ':'
         for _, entry in ipairs(redis.call('ZRANGE', pending, 0, -1)) do
           if string.sub(entry, 1, #prefix) == prefix then redis.call('ZREM', pending, entry) end
@@ -195,4 +198,5 @@ if finished >= tonumber(redis.call('HGET', token, 'batches_total')) then
     redis.call('DEL', replace)
   end
 end
-return {'applied', added, removed, superseded, redis.call('HGET', token, 'state'), releasable()}
+return {'applied', added, removed, superseded, redis.call('HGET', token, 'state'), releasable(),
+  replaced}

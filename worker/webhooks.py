@@ -1,0 +1,124 @@
+"""Completion webhooks: POST a token's final status to its ``callback_url``.
+
+Calls are signed (``Audiences-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+"t.body">`` under the account's secret), follow no redirects, and go only to hosts
+listed in ``AUDIENCES_WEBHOOK_ALLOWED_HOSTS``. Failed calls are retried with backoff
+for up to 24 hours; the schedule lives in the store (a sorted set), never in long
+ETA messages, and each worker's pump thread leases due calls from it. Delivery is at
+least once: receivers should treat the token as the idempotency key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from worker.settings import Settings
+from worker.store import Store
+
+log = logging.getLogger(__name__)
+
+GIVE_UP_AFTER_SECONDS = 24 * 3600
+MAX_BACKOFF_SECONDS = 3600
+LEASE_SECONDS = 60
+TIMEOUT_SECONDS = 5
+
+
+def allowed_hosts(settings: Settings) -> frozenset[str]:
+    return frozenset(
+        h.strip().lower() for h in settings.webhook_allowed_hosts.split(",") if h.strip()
+    )
+
+
+def callback_problem(url: str, settings: Settings) -> str | None:
+    """Why ``url`` may not be called back (None when it may)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "callback_url must be an absolute http(s) URL."
+    hosts = allowed_hosts(settings)
+    host = parts.hostname.lower()
+    if host not in hosts and f"{host}:{parts.port}" not in hosts:
+        return (
+            f"Host {host!r} is not in AUDIENCES_WEBHOOK_ALLOWED_HOSTS; ask an operator to allow it."
+        )
+    return None
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def deliver_due(store: Store, settings: Settings, http: httpx.Client, limit: int = 50) -> int:
+    """Make the due calls once each; returns how many were attempted."""
+    claimed = store.claim_webhooks(limit, LEASE_SECONDS)
+    for audience_id, token_id in claimed:
+        _deliver(store, settings, http, audience_id, token_id)
+    return len(claimed)
+
+
+def _deliver(
+    store: Store, settings: Settings, http: httpx.Client, audience_id: str, token_id: str
+) -> None:
+    url, attempts, first_at = store.webhook_attempt(audience_id, token_id)
+    status = store.token_status(audience_id, token_id)
+    ids = {"audience_id": audience_id, "token": token_id}
+    if not url or status is None:
+        store.webhook_done(audience_id, token_id, "dropped")
+        return
+    if callback_problem(url, settings):
+        store.webhook_done(audience_id, token_id, "host_not_allowed")
+        log.warning("webhook dropped: host not allowed", extra=ids)
+        return
+    body = orjson.dumps(status)
+    now = time.time()
+    headers = {"Content-Type": "application/json"}
+    account = store.token_account(audience_id, token_id)
+    secret = store.webhook_secret(account) if account else None
+    if secret:
+        headers["Audiences-Signature"] = signature(secret, int(now), body)
+    try:
+        response = http.post(url, content=body, headers=headers)
+        ok = 200 <= response.status_code < 300
+        why = f"HTTP {response.status_code}"
+    except httpx.HTTPError as exc:
+        ok, why = False, exc.__class__.__name__
+    if ok:
+        store.webhook_done(audience_id, token_id, "delivered")
+        log.info("webhook delivered", extra=ids)
+        return
+    first_at = first_at or now
+    attempts += 1
+    if now - first_at > GIVE_UP_AFTER_SECONDS:
+        store.webhook_done(audience_id, token_id, "gave_up")
+        log.warning("webhook given up after 24 h: %s", why, extra=ids)
+        return
+    retry_at = now + min(2 ** (attempts - 1), MAX_BACKOFF_SECONDS)
+    store.webhook_retry_at(audience_id, token_id, retry_at, attempts, first_at)
+    log.info("webhook failed (%s); retry %d scheduled", why, attempts, extra=ids)
+
+
+def start_pump(settings: Settings, interval: float = 0.5) -> threading.Thread:
+    """A daemon thread in the worker's main process that makes due calls."""
+
+    def pump() -> None:
+        store = Store.from_settings(settings)
+        with httpx.Client(follow_redirects=False, timeout=TIMEOUT_SECONDS) as http:
+            while True:
+                try:
+                    if not deliver_due(store, settings, http):
+                        time.sleep(interval)
+                except Exception:
+                    log.exception("webhook pump error")
+                    time.sleep(5)
+
+    thread = threading.Thread(target=pump, name="webhook-pump", daemon=True)
+    thread.start()
+    return thread
