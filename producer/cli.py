@@ -7,13 +7,21 @@ import csv
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TransferSpeedColumn,
+)
 
 from worker.logs import configure_logging
 from worker.settings import STACK_FILE, get_settings
@@ -191,8 +199,32 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def _wait_and_print(token: str) -> int:
-    with _client() as client:
-        status = client.wait(token, timeout=24 * 3600)
+    """Draw the token's progress (batches applied of total, ETA) until it ends."""
+    with (
+        _client() as client,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("batches  eta {task.fields[eta]}"),
+            console=console,
+        ) as progress,
+    ):
+        bar = progress.add_task(token, total=None, eta="?")
+        while True:
+            status = client.status(token)
+            counts = status["counts"]
+            eta = status.get("eta_seconds")
+            progress.update(
+                bar,
+                total=counts["batches_total"] or None,
+                completed=counts["batches_applied"],
+                description=status["indexing_state"],
+                eta="?" if eta is None else f"{eta:.0f}s",
+            )
+            if status["indexing_state"] != "IN_PROCESS":
+                break
+            time.sleep(0.5)
     print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
     return 0 if status["indexing_state"] == "APPLIED" else 1
 
@@ -201,7 +233,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.wait:
         return _wait_and_print(args.token)
     with _client() as client:
-        print(orjson.dumps(client.status(args.token), option=orjson.OPT_INDENT_2).decode())
+        status = client.status(args.token)
+    counts = status["counts"]
+    console.print(
+        f"{status['indexing_state']}: {counts['batches_applied']} of {counts['batches_total']} "
+        f"batches applied, eta {status.get('eta_seconds')}"
+    )
+    print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
     return 0
 
 
