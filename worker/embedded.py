@@ -41,14 +41,18 @@ def free_cluster_port() -> int:
 
 
 class EmbeddedValkey:
-    """One valkey-server process on 127.0.0.1:``port`` with its data under ``data_dir``."""
+    """One valkey-server process on 127.0.0.1:``port`` with its data under ``data_dir``.
+
+    AOF with ``appendfsync always`` by default: a token that says APPLIED survives a
+    crash of the server or the machine (``everysec`` could lose its last second).
+    """
 
     def __init__(
         self,
         data_dir: Path,
         port: int | None = None,
         *,
-        appendfsync: str = "everysec",
+        appendfsync: str = "always",
         extra_args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
