@@ -81,18 +81,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if settings.worker_metrics_port:
         # Before anything imports prometheus-client: pool children write here.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="audiences-metrics-")
-    from worker import metrics
+    from worker import health, metrics
     from worker.app import create_app
     from worker.contract import QUEUES
     from worker.webhooks import start_pump
 
     configure_logging(settings.log_format)
+    app = create_app(settings)
     start_pump(settings)
+    health.install(app)
     if settings.worker_metrics_port:
         metrics.serve(
             settings.worker_metrics_host, settings.worker_metrics_port, settings.require_broker()
         )
-    app = create_app(settings)
     app.worker_main(
         [
             "worker",
