@@ -20,27 +20,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 from producer.client import AudiencesClient
+from producer.stack import wait_http
 from worker.embedded import EmbeddedValkey, free_port
 from worker.settings import Settings
 from worker.store import SCOPES, Store
 
 BATCH = 10_000
-
-
-def _wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer")
 
 
 def _load(store: Store, account: str, audience: str, members: int) -> None:
@@ -104,7 +92,7 @@ def run(members: int) -> dict[str, Any]:
     try:
         store = Store.from_settings(settings)
         _, key = store.create_api_key("bench", SCOPES)
-        _wait_http(f"http://127.0.0.1:{port}/healthz")
+        wait_http(f"http://127.0.0.1:{port}/healthz", procs)
         with AudiencesClient(f"http://127.0.0.1:{port}", key, timeout=600) as client:
             audience = client.create_audience("size")["id"]
             started = time.perf_counter()

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 import httpx
 import orjson
@@ -24,7 +25,8 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def _wait_http(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+def wait_http(url: str, procs: Sequence[subprocess.Popen[bytes]] = (), timeout: float = 60) -> None:
+    """Wait until ``url`` answers 200; fail early if one of ``procs`` exits meanwhile."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
@@ -93,7 +95,7 @@ def up(host: str = "127.0.0.1", api_port: int = 8000, flower_port: int = 5555) -
     signal.signal(signal.SIGTERM, stop)
     code = 0
     try:
-        _wait_http(f"http://{host}:{api_port}/healthz", procs)
+        wait_http(f"http://{host}:{api_port}/healthz", procs)
         print(f"API:    http://{host}:{api_port}  (docs: http://{host}:{api_port}/docs)")
         print(f"Flower: http://{host}:{flower_port}  (login {flower_auth})")
         if valkey:

@@ -703,11 +703,7 @@ class Store:
                 keys.token_done(audience_id, token_id),
                 keys.batch_payload(audience_id, token_id, batch_no),
                 keys.tokens_in_process(audience_id),
-                keys.replace(audience_id),
-                keys.shadow_members(audience_id),
-                keys.shadow_count(audience_id),
-                keys.shadow_tombstones(audience_id),
-                keys.parked(audience_id),
+                *self._replace_keys(audience_id),
             ],
             args=[
                 batch_no,
