@@ -32,10 +32,9 @@ console = Console(stderr=True)
 def _client() -> Any:
     from producer.client import AudiencesClient
 
-    base_url = os.environ.get("AUDIENCES_API_URL")
-    if not base_url and STACK_FILE.exists():
-        base_url = orjson.loads(STACK_FILE.read_bytes()).get("api_url")
-    api_key = os.environ.get("AUDIENCES_API_KEY")
+    stack = orjson.loads(STACK_FILE.read_bytes()) if STACK_FILE.exists() else {}
+    base_url = os.environ.get("AUDIENCES_API_URL") or stack.get("api_url")
+    api_key = os.environ.get("AUDIENCES_API_KEY") or stack.get("api_key")
     if not api_key:
         sys.exit("Set AUDIENCES_API_KEY (printed by `audiences up` or `audiences keys create`).")
     return AudiencesClient(base_url or "http://127.0.0.1:8000", api_key)

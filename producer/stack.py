@@ -48,15 +48,6 @@ def up(host: str = "127.0.0.1", api_port: int = 8000, flower_port: int = 5555) -
         valkey = EmbeddedValkey(STACK_DIR / "valkey").start()
         env["AUDIENCES_REDIS_URL"] = valkey.url
         env.setdefault("AUDIENCES_BROKER_URL", broker_url_beside(valkey.url))
-        STACK_FILE.write_bytes(
-            orjson.dumps(
-                {
-                    "redis_url": valkey.url,
-                    "broker_url": env["AUDIENCES_BROKER_URL"],
-                    "api_url": f"http://{host}:{api_port}",
-                }
-            )
-        )
     settings = Settings(
         redis_url=env["AUDIENCES_REDIS_URL"], broker_url=env.get("AUDIENCES_BROKER_URL")
     )
@@ -65,6 +56,19 @@ def up(host: str = "127.0.0.1", api_port: int = 8000, flower_port: int = 5555) -
     store = Store.from_settings(settings)
     _, api_key = store.create_api_key(DEV_ACCOUNT, SCOPES)
     store.r.close()
+    # Lets other commands run here find this stack (and its development key).
+    STACK_DIR.mkdir(exist_ok=True)
+    STACK_FILE.touch(mode=0o600)
+    STACK_FILE.write_bytes(
+        orjson.dumps(
+            {
+                "redis_url": settings.require_store(),
+                "broker_url": settings.require_broker(),
+                "api_url": f"http://{host}:{api_port}",
+                "api_key": api_key,
+            }
+        )
+    )
 
     procs = [
         subprocess.Popen(_python("-m", "producer.cli", "worker"), env=env),
@@ -112,9 +116,9 @@ def up(host: str = "127.0.0.1", api_port: int = 8000, flower_port: int = 5555) -
         code = 1
     finally:
         _stop_all(procs)
+        STACK_FILE.unlink(missing_ok=True)
         if valkey:
             valkey.stop()
-            STACK_FILE.unlink(missing_ok=True)
     return code
 
 

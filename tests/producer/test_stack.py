@@ -71,6 +71,17 @@ def test_up_serves_an_update_and_stops_on_ctrl_c(tmp_path: Path) -> None:
                 "attributes": {},
                 "targetable": True,
             }
+        status = subprocess.run(
+            [sys.executable, "-m", "producer.cli", "status", token],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )  # run beside the stack, with no AUDIENCES_* set: it finds the stack by itself
+        assert status.returncode == 0, status.stderr
+        assert '"indexing_state": "APPLIED"' in status.stdout
         flower = httpx.get(f"http://127.0.0.1:{flower_port}/", timeout=5)
         assert flower.status_code == 401  # basic auth is on
     finally:
