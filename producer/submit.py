@@ -35,6 +35,8 @@ from worker.contract import QUEUE_BULK, ApplyBatch, CountStep
 from worker.logs import trace_id_var
 from worker.publish import EnqueueFailed, enqueue
 from worker.settings import Settings
+from worker.store import AudienceArchived as StoreArchived
+from worker.store import AudienceMissing as StoreMissing
 from worker.store import AudienceNotReady as StoreNotReady
 from worker.store import Store
 from worker.webhooks import callback_problem
@@ -79,9 +81,7 @@ class Producer:
         if meta is None:
             raise NotFound(f"No audience {audience_id!r} in this account.")
         if meta["status"] == "archived":
-            raise AudienceArchived(
-                "The audience is archived; set its status back to active to update it."
-            )
+            raise _archived()
         if replace and self.store.replace_running(audience_id):
             raise _not_ready()
 
@@ -175,7 +175,10 @@ class Producer:
         for audience_id in self.store.account_audience_ids(account):
             child = new_token()
             self.store.stage_batch(audience_id, child, 0, batch.payload)
-            self._accept_and_enqueue(account, audience_id, child, [1], 1, 0)
+            try:
+                self._accept_and_enqueue(account, audience_id, child, [1], 1, 0, kind="erase")
+            except NotFound:
+                continue  # deleted meanwhile: nothing to erase there
             children.append((audience_id, child))
         self.store.create_erasure(account, token, children)
         return token
@@ -290,8 +293,12 @@ class Producer:
                 batch_sizes=batch_sizes,
                 kind=kind,
             )
-        except StoreNotReady:
+        except (StoreNotReady, StoreMissing, StoreArchived) as exc:
             self.store.drop_staged(audience_id, token, len(batch_sizes))
+            if isinstance(exc, StoreMissing):
+                raise NotFound(f"No audience {audience_id!r} in this account.") from None
+            if isinstance(exc, StoreArchived):
+                raise _archived() from None
             raise _not_ready() from None
         messages = [
             ApplyBatch(audience_id=audience_id, token=token, batch=n, base=base)
@@ -314,6 +321,10 @@ def _queue_down() -> ServiceUnavailable:
     return ServiceUnavailable(
         "The queue is unreachable; nothing was accepted. Retry after a few seconds."
     )
+
+
+def _archived() -> AudienceArchived:
+    return AudienceArchived("The audience is archived; set its status back to active to update it.")
 
 
 def _not_ready() -> AudienceNotReady:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -24,6 +25,8 @@ from worker.logs import trace_id_var
 from worker.publish import enqueue
 from worker.settings import Settings, get_settings
 from worker.store import Store
+
+log = logging.getLogger(__name__)
 
 RETRYABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
@@ -129,6 +132,14 @@ def create_app(settings: Settings | None = None) -> Celery:
             )
         except RETRYABLE as exc:
             raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+        except Exception as exc:
+            log.exception("size count failed")
+            stores.get().fail_count(
+                msg.audience_id,
+                msg.token,
+                "count_failed",
+                f"The count could not be completed ({exc.__class__.__name__}); start a new one.",
+            )
 
     return app
 

@@ -29,6 +29,8 @@ ORDERED = frozenset({"gt", "gte", "lt", "lte"})
 RELATIVE = frozenset({"within", "before_last"})
 OPERATORS = frozenset({"eq", "neq", "in", "not_in", "contains", *VALUELESS, *ORDERED, *RELATIVE})
 UNITS = {"days": "days", "hours": "hours", "minutes": "minutes"}
+# Relative windows reach back at most 100 years (a datetime can go no further anyway).
+MAX_WINDOW = {"days": 36_500, "hours": 36_500 * 24, "minutes": 36_500 * 24 * 60}
 
 Predicate = Callable[[dict[str, Any]], bool]
 
@@ -140,7 +142,7 @@ def _validate_condition(cond: Any, loc: str, problems: list[FilterProblem]) -> N
             "field is an attribute's plain name: 1-30 characters of a-z, 0-9 and _.",
         )
     operator = cond.get("operator")
-    if operator not in OPERATORS:
+    if not isinstance(operator, str) or operator not in OPERATORS:
         problem(
             "operator",
             "invalid_condition_operator",
@@ -165,9 +167,12 @@ def _validate_condition(cond: Any, loc: str, problems: list[FilterProblem]) -> N
     elif operator in ORDERED:
         valid = _is_number(value) or parse_datetime(value) is not None
     elif operator in RELATIVE:
-        valid = isinstance(value, int) and not isinstance(value, bool) and value > 0
-        if cond.get("unit") not in UNITS:
+        unit = cond.get("unit")
+        unit_ok = isinstance(unit, str) and unit in UNITS
+        if not unit_ok:
             problem("unit", "invalid_time_unit", 'unit is "days", "hours" or "minutes".')
+        limit = MAX_WINDOW[unit] if unit_ok else max(MAX_WINDOW.values())
+        valid = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= limit
     if not valid:
         problem("value", "invalid_condition_value", _VALUE_HELP[operator])
     if operator not in RELATIVE and "unit" in cond:
@@ -184,8 +189,8 @@ _VALUE_HELP = {
     "gte": "gte compares with a number or an ISO-8601 date-time.",
     "lt": "lt compares with a number or an ISO-8601 date-time.",
     "lte": "lte compares with a number or an ISO-8601 date-time.",
-    "within": "within takes a positive whole number with a unit.",
-    "before_last": "before_last takes a positive whole number with a unit.",
+    "within": "within takes a whole number from 1 to 100 years' worth of its unit.",
+    "before_last": "before_last takes a whole number from 1 to 100 years' worth of its unit.",
 }
 
 

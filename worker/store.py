@@ -65,6 +65,10 @@ class AudienceNotReady(StoreError):
     """A replace is running on the audience."""
 
 
+class AudienceArchived(StoreError):
+    """The audience is archived: it takes no membership updates."""
+
+
 class PreconditionFailed(StoreError):
     """The caller's If-Match no longer matches the audience's revision."""
 
@@ -408,7 +412,7 @@ class Store:
         return page, None
 
     def _guarded(self, result: list[Any]) -> Any:
-        outcome = _s(result[0])
+        outcome = _s(result[0])  # ok | not_found | not_ready | precondition_failed
         if outcome == "not_found":
             raise AudienceMissing()
         if outcome == "not_ready":
@@ -427,9 +431,10 @@ class Store:
         new_name = changes.get("name")
         renamed = new_name is not None and new_name != meta["name"]
         names = keys.account_names(account)
-        if renamed and not self.r.hsetnx(names, new_name, audience_id):
-            if _s(self.r.hget(names, new_name)) != audience_id:
-                raise AudienceExists(new_name)
+        # Only the call that reserved the new name may free it again if its update fails.
+        claimed = bool(renamed and self.r.hsetnx(names, new_name, audience_id))
+        if renamed and not claimed and _s(self.r.hget(names, new_name)) != audience_id:
+            raise AudienceExists(new_name)
         sets: list[Any] = []
         for field in ("name", "status"):
             if field in changes:
@@ -441,7 +446,7 @@ class Store:
             "filter" in changes and orjson.dumps(changes["filter"]) != meta["filter"].encode()
         )
         try:
-            self._guarded(
+            old_name = self._guarded(
                 self._patch(
                     keys=[keys.audience_meta(audience_id), keys.replace(audience_id)],
                     args=[
@@ -455,11 +460,17 @@ class Store:
                 )
             )
         except StoreError:
-            if renamed:
+            # A concurrent rename of this audience to the same name may have won meanwhile:
+            # the name is only freed if the audience does not carry it now.
+            current = _s(self.r.hget(keys.audience_meta(audience_id), "name"))
+            if claimed and current != new_name:
                 self._release_name(names, new_name, audience_id)
             raise
+        old_name = _s(old_name)
         if renamed:
-            self._release_name(names, meta["name"], audience_id)
+            self.r.hsetnx(names, new_name, audience_id)
+            if old_name and old_name != new_name:
+                self._release_name(names, old_name, audience_id)
 
     def _release_name(self, names: str, name: str, audience_id: str) -> None:
         if _s(self.r.hget(names, name)) == audience_id:
@@ -566,6 +577,7 @@ class Store:
                     keys.replace(audience_id),
                     keys.tokens_in_process(audience_id),
                     keys.all_tokens(audience_id),
+                    keys.audience_meta(audience_id),
                 ],
                 args=[
                     token_id,
@@ -581,7 +593,7 @@ class Store:
         )
         if first < 0:
             self.r.delete(keys.token_index(token_id))
-            raise AudienceNotReady()
+            raise {-1: AudienceNotReady, -2: AudienceMissing, -3: AudienceArchived}[first]()
         bases, base = [], first
         for size in batch_sizes:
             bases.append(base)
@@ -763,6 +775,22 @@ class Store:
         )
         self.r.hset(keys.token(audience_id, token_id), "filter_rev", filter_rev)
         return filter_rev
+
+    def fail_count(self, audience_id: str, token_id: str, code: str, message: str) -> None:
+        """End a size count FAILED (it cannot go on); a finished one is left as it is."""
+        token_key = keys.token(audience_id, token_id)
+        if _s(self.r.hget(token_key, "state")) != "IN_PROCESS":
+            return
+        self.r.hset(
+            token_key,
+            mapping={
+                "state": "FAILED",
+                "error_code": code,
+                "error_message": message,
+                "finished_at": now_iso(),
+            },
+        )
+        self.r.zrem(keys.tokens_in_process(audience_id), token_id)
 
     def count_filter(self, audience_id: str) -> tuple[dict[str, Any] | None, int]:
         raw = self.r.hmget(keys.audience_meta(audience_id), ["filter", "filter_rev"])

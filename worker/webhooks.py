@@ -39,12 +39,16 @@ def allowed_hosts(settings: Settings) -> frozenset[str]:
 
 def callback_problem(url: str, settings: Settings) -> str | None:
     """Why ``url`` may not be called back (None when it may)."""
-    parts = urlsplit(url)
+    try:  # urlsplit and .port raise ValueError on a bad IPv6 host or port
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "callback_url must be an absolute http(s) URL."
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "callback_url must be an absolute http(s) URL."
     hosts = allowed_hosts(settings)
     host = parts.hostname.lower()
-    if host not in hosts and f"{host}:{parts.port}" not in hosts:
+    if host not in hosts and f"{host}:{port}" not in hosts:
         return (
             f"Host {host!r} is not in AUDIENCES_WEBHOOK_ALLOWED_HOSTS; ask an operator to allow it."
         )

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from producer.api.responses import Json
 from producer.errors import ApiError, ServiceUnavailable
 from producer.validation import Problem
+
+log = logging.getLogger(__name__)
+
+
+def _route(request: Request) -> str:
+    return str(getattr(request.scope.get("route"), "path", "unmatched"))
+
 
 STORE_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -27,6 +36,16 @@ def error_response(request: Request, error: ApiError) -> Json:
         "trace_id": getattr(request.state, "trace_id", None),
     }
     return Json(body, status_code=error.status, headers=error.headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (RFC 9110: a 405 carries ``Allow``)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 def install(app: FastAPI) -> None:
@@ -48,7 +67,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Json:
-        error = ApiError(str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        error = ApiError(str(exc.detail), headers=headers)
         error.status = exc.status_code
         error.code = _HTTP_CODES.get(exc.status_code, "http_error")
         if exc.status_code == 404:
@@ -65,3 +87,13 @@ def install(app: FastAPI) -> None:
 
     for unreachable in STORE_UNREACHABLE:
         app.add_exception_handler(unreachable, _store_down)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Json:
+        log.exception("unexpected error", extra={"path_template": _route(request)})
+        error = ApiError(
+            "Something went wrong on our side; nothing was accepted. Retry, and "
+            "quote the trace id if it keeps failing."
+        )
+        error.status, error.code = 500, "internal_error"
+        return error_response(request, error)

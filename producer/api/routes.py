@@ -142,7 +142,7 @@ async def list_audiences(
     request: Request,
     key: Reader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(pattern=r"^\d{1,20}$")] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}$")] = None,
     status: Literal["draft", "active", "paused", "archived"] | None = None,
 ) -> Json:
     audiences, next_cursor = await to_thread.run_sync(
@@ -153,7 +153,7 @@ async def list_audiences(
 
 @router.get(
     "/v1/audiences/{audience_id}",
-    responses={200: {"model": S.Audience}} | S.error_responses(403, 404, 422),
+    responses={200: {"model": S.Audience}} | S.error_responses(403, 404, 405, 422),
 )
 async def get_audience(request: Request, audience_id: str, key: Reader) -> Json:
     return await _audience_response(request, key.account, audience_id)
@@ -162,7 +162,7 @@ async def get_audience(request: Request, audience_id: str, key: Reader) -> Json:
 @router.patch(
     "/v1/audiences/{audience_id}",
     responses={200: {"model": S.Audience}}
-    | S.error_responses(400, 403, 404, 409, 412, 413, 415, 422),
+    | S.error_responses(400, 403, 404, 405, 409, 412, 413, 415, 422),
 )
 async def patch_audience(
     request: Request, audience_id: str, key: Writer, if_match: IfMatch = None
@@ -183,7 +183,7 @@ async def patch_audience(
 @router.delete(
     "/v1/audiences/{audience_id}",
     status_code=204,
-    responses=S.error_responses(403, 404, 409, 412, 422),
+    responses=S.error_responses(403, 404, 405, 409, 412, 422),
 )
 async def delete_audience(
     request: Request, audience_id: str, key: Writer, if_match: IfMatch = None
@@ -197,7 +197,8 @@ async def delete_audience(
 @router.post(
     "/v1/audiences/{audience_id}/size",
     status_code=202,
-    responses={202: {"model": S.Accepted}} | S.error_responses(400, 403, 404, 409, 413, 415, 422),
+    responses={202: {"model": S.Accepted}}
+    | S.error_responses(400, 403, 404, 405, 409, 413, 415, 422),
 )
 async def count_size(request: Request, audience_id: str, key: Writer) -> Json:
     body = await _read_body(request)
@@ -219,7 +220,7 @@ async def count_size(request: Request, audience_id: str, key: Writer) -> Json:
     "/v1/audiences/{audience_id}/members",
     status_code=202,
     responses={202: {"model": S.Accepted}, 200: {"model": S.DryRunResult}}
-    | S.error_responses(400, 403, 404, 409, 413, 415, 422),
+    | S.error_responses(400, 403, 404, 405, 409, 413, 415, 422),
 )
 async def update_members(
     request: Request,
@@ -247,7 +248,7 @@ async def update_members(
     "/v1/audiences/{audience_id}/uploads",
     status_code=202,
     responses={202: {"model": S.Accepted}, 200: {"model": S.DryRunResult}}
-    | S.error_responses(400, 403, 404, 409, 413, 415, 422),
+    | S.error_responses(400, 403, 404, 405, 409, 413, 415, 422),
 )
 async def upload_members(
     request: Request,
@@ -289,8 +290,11 @@ async def list_members(
     audience_id: str,
     key: Reader,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
-    cursor: Annotated[str | None, Query(pattern=r"^\d{1,20}:\d{1,6}$")] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}:[0-9]{1,6}$")] = None,
 ) -> Json:
+    if cursor and int(cursor.partition(":")[0]) >= 2**64:  # HSCAN cursors are 64-bit
+        message = "cursor is not one this endpoint returned; start again without it."
+        raise InvalidRequest(message, [Problem("query.cursor", "validation_error", message)])
     store = _store(request)
 
     def page() -> dict[str, Any]:
@@ -350,7 +354,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: S.error_response(503)})
 async def readyz(request: Request) -> dict[str, str]:
     def check() -> None:
         _store(request).ping()

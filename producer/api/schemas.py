@@ -169,7 +169,10 @@ class TokenError(BaseModel):
 
 class IndexingStatus(BaseModel):
     indexing_token: str
-    audience_id: str
+    audience_id: str | None = Field(
+        description="`null` for an erasure token (`DELETE /v1/members/{id}`): it spans every "
+        "audience of the account."
+    )
     indexing_state: Literal["IN_PROCESS", "APPLIED", "FAILED", "REPLACED"]
     created_at: str
     applied_at: str | None
@@ -194,16 +197,18 @@ class MemberPage(BaseModel):
     next_cursor: str | None
 
 
+def error_response(status: int) -> dict[str, Any]:
+    """The envelope for one status, with the codes it can carry."""
+    return {
+        "model": ErrorEnvelope,
+        "description": "Error codes: " + ", ".join(f"`{c}`" for c in ERROR_CODES[status]),
+    }
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The envelope, documented for each status a route can answer, with its codes."""
-    common = (401, 503)
-    out: dict[int | str, dict[str, Any]] = {}
-    for status in sorted({*statuses, *common, 429}):
-        out[status] = {
-            "model": ErrorEnvelope,
-            "description": "Error codes: " + ", ".join(f"`{c}`" for c in ERROR_CODES[status]),
-        }
-    return out
+    common = (401, 429, 503)
+    return {status: error_response(status) for status in sorted({*statuses, *common})}
 
 
 def _body(
@@ -226,8 +231,72 @@ REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Retry safely: the same key and request within 24 h returns the first 2xx "
+    "answer; another request with it is 422 `idempotency_key_reused`; while the first is "
+    "still running, 409 `idempotency_key_in_use`.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+_INDEXING = "indexing_status_v1_indexing__token__get"
+_AUDIENCE_LINKS = {
+    "GetAudience": {
+        "operationId": "get_audience_v1_audiences__audience_id__get",
+        "parameters": {"audience_id": "$response.body#/id"},
+    },
+    "PatchAudience": {
+        "operationId": "patch_audience_v1_audiences__audience_id__patch",
+        "parameters": {"audience_id": "$response.body#/id", "if-match": "$response.header.ETag"},
+    },
+    "DeleteAudience": {
+        "operationId": "delete_audience_v1_audiences__audience_id__delete",
+        "parameters": {"audience_id": "$response.body#/id", "if-match": "$response.header.ETag"},
+    },
+}
+# Where the identifiers a response returns can be used next (clients and fuzzers follow them).
+LINKS: dict[tuple[str, str, str], dict[str, Any]] = {
+    ("/v1/audiences", "post", "201"): _AUDIENCE_LINKS,
+    ("/v1/audiences/{audience_id}", "get", "200"): _AUDIENCE_LINKS,
+    ("/v1/audiences/{audience_id}/members", "post", "202"): {
+        "GetIndexingStatus": {
+            "operationId": _INDEXING,
+            "parameters": {"token": "$response.body#/indexing_token"},
+        },
+        "GetMember": {
+            "operationId": "get_member_v1_audiences__audience_id__members__member_id__get",
+            "parameters": {
+                "audience_id": "$request.path.audience_id",
+                "member_id": "$request.body#/ids/0/id",
+            },
+        },
+    },
+    **{
+        (path, method, "202"): {
+            "GetIndexingStatus": {
+                "operationId": _INDEXING,
+                "parameters": {"token": "$response.body#/indexing_token"},
+            }
+        }
+        for path, method in (
+            ("/v1/audiences/{audience_id}/size", "post"),
+            ("/v1/audiences/{audience_id}/uploads", "post"),
+            ("/v1/members/{member_id}", "delete"),
+        )
+    },
+}
+
+
 def finish_openapi(document: dict[str, Any]) -> dict[str, Any]:
-    """Add the request bodies (read by hand in the handlers) to FastAPI's document."""
+    """Add what FastAPI cannot see to its document: the request bodies (read by hand in the
+    handlers), the Idempotency-Key header (read by a middleware) and the links."""
+    for operations in document["paths"].values():
+        if "post" in operations:
+            operations["post"].setdefault("parameters", []).append(IDEMPOTENCY_KEY)
+    for (path, method, status), links in LINKS.items():
+        document["paths"][path][method]["responses"][status]["links"] = links
     components = document.setdefault("components", {}).setdefault("schemas", {})
     template = "#/components/schemas/{model}"
     for (path, method), body in REQUEST_BODIES.items():

@@ -2,18 +2,24 @@
 --
 -- KEYS[1] version sequence, KEYS[2] pending zset, KEYS[3] token hash,
 -- KEYS[4] replace hash (present while a replace runs), KEYS[5] in-process tokens zset,
--- KEYS[6] all tokens zset
+-- KEYS[6] all tokens zset, KEYS[7] audience meta hash
 -- ARGV[1] token, ARGV[2] ops kept after deduplication, ARGV[3] token TTL seconds,
--- ARGV[4] kind (members | replace), ARGV[5] now in ms,
+-- ARGV[4] kind (members | replace | erase | size), ARGV[5] now in ms,
 -- ARGV[6..] token hash fields and values, then '--', then each batch's op count in order.
 -- Versions are reserved in accept order, so the op accepted last carries the highest
 -- version: that is what "last action wins" compares. A replace starts only when none
 -- runs; a members update accepted while one runs is marked to wait for its swap.
--- Returns the first reserved version, or -1 when a replace is already running.
-local seq, pending, token, replace, inprocess, tokens =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+-- The audience is checked here, atomically with the accept: an upload that streamed while
+-- its audience was deleted or archived is refused, not applied into freed keys.
+-- Returns the first reserved version, or -1 when a replace is already running, -2 when
+-- the audience is gone, -3 when it is archived (membership updates only).
+local seq, pending, token, replace, inprocess, tokens, meta =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local token_id, kind, now_ms = ARGV[1], ARGV[4], tonumber(ARGV[5])
 local kept = tonumber(ARGV[2])
+local status = redis.call('HGET', meta, 'status')
+if not status then return -2 end
+if status == 'archived' and (kind == 'members' or kind == 'replace') then return -3 end
 if kind == 'replace' then
   if redis.call('EXISTS', replace) == 1 then return -1 end
   redis.call('HSET', replace, 'token', token_id, 'started_ms', now_ms)

@@ -6,15 +6,16 @@
 -- to set, then '--', then fields to delete.
 -- The revision (the ETag) moves only here, so membership and cached sizes never change
 -- it. A changed filter clears the cached size and bumps the filter revision, which a
--- running count checks. Returns ok | not_found | not_ready | precondition_failed, and
--- the new revision.
+-- running count checks. Returns {ok | not_found | not_ready | precondition_failed, the
+-- name the audience had before}.
 local meta, replace = KEYS[1], KEYS[2]
-if redis.call('HGET', meta, 'account') ~= ARGV[1] then return {'not_found', 0} end
-if redis.call('EXISTS', replace) == 1 then return {'not_ready', 0} end
+if redis.call('HGET', meta, 'account') ~= ARGV[1] then return {'not_found', ''} end
+if redis.call('EXISTS', replace) == 1 then return {'not_ready', ''} end
 local rev = redis.call('HGET', meta, 'rev')
 if ARGV[2] ~= '' and ARGV[2] ~= '*' and ARGV[2] ~= rev then
-  return {'precondition_failed', 0}
+  return {'precondition_failed', ''}
 end
+local old_name = redis.call('HGET', meta, 'name')
 local sets, dels, i = {}, {}, 5
 while ARGV[i] ~= '--' do
   sets[#sets + 1] = ARGV[i]
@@ -29,4 +30,5 @@ end
 if #sets > 0 then redis.call('HSET', meta, unpack(sets)) end
 if #dels > 0 then redis.call('HDEL', meta, unpack(dels)) end
 redis.call('HSET', meta, 'updated_at', ARGV[3])
-return {'ok', redis.call('HINCRBY', meta, 'rev', 1)}
+redis.call('HINCRBY', meta, 'rev', 1)
+return {'ok', old_name}
