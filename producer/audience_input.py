@@ -24,6 +24,8 @@ FIELDS = ("name", "description", "status", "filter")
 def _check_name(value: Any) -> Problem | None:
     if not isinstance(value, str) or not value.strip():
         return Problem("name", "invalid_name", "name must be a non-empty, non-blank string.")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return Problem("name", "invalid_name", "name may not contain control characters.")
     if len(value) > MAX_NAME:
         return Problem("name", "name_too_long", f"name is at most {MAX_NAME} characters.")
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -38,14 +39,21 @@ def error_response(request: Request, error: ApiError) -> Json:
     return Json(body, status_code=error.status, headers=error.headers)
 
 
-def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at this path (RFC 9110: a 405 carries ``Allow``)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return sorted(methods)
+def _leaf_routes(routes: list[Any]) -> Iterator[Any]:
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI's include_router
+        yield from _leaf_routes(included.routes) if included is not None else (route,)
+
+
+def _allowed(request: Request, exc: StarletteHTTPException) -> str:
+    """Every method served at this path, for a 405's ``Allow`` (RFC 9110). Starlette names
+    only the first route matching the path; GET, PATCH and DELETE of one path are three."""
+    given = (exc.headers or {}).get("Allow", "")
+    methods = {m.strip() for m in given.split(",") if m.strip()}
+    for route in _leaf_routes(request.app.router.routes):
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 def install(app: FastAPI) -> None:
@@ -69,7 +77,7 @@ def install(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Json:
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
-            headers["Allow"] = ", ".join(_allowed_methods(request))
+            headers["Allow"] = _allowed(request, exc)
         error = ApiError(str(exc.detail), headers=headers)
         error.status = exc.status_code
         error.code = _HTTP_CODES.get(exc.status_code, "http_error")

@@ -334,7 +334,8 @@ async def get_member(request: Request, audience_id: str, member_id: str, key: Re
 @router.delete(
     "/v1/members/{member_id:path}",
     status_code=202,
-    responses={202: {"model": S.Accepted}} | S.error_responses(400, 403, 422),
+    # 404: an id with a line break matches no route (path parameters stop at one).
+    responses={202: {"model": S.Accepted}} | S.error_responses(400, 403, 404, 422),
 )
 async def erase_member(request: Request, member_id: str, key: Writer) -> Json:
     """Erasure: remove this id from every audience of the account (an opt-out everywhere)."""
