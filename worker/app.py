@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import redis
 from celery import Celery, Task
+from celery.exceptions import Reject
 from kombu import Exchange, Queue
 
 from worker import metrics
-from worker.apply import apply_batch, count_step, dead_letter, fail_batch
+from worker.apply import apply_batch, count_step, dead_letter
 from worker.contract import (
     QUEUE_BULK,
     QUEUE_SMALL,
@@ -57,6 +59,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
+            # Sweep a dead worker's unacknowledged batches back soon after the timeout
+            # (kombu's default sweeps only every ~100 s).
+            "unacked_restore_interval": max(1, settings.visibility_timeout // 5),
+            "unacked_restore_throttle": 1,
             # BRPOP the small queue first: bulk batches never starve small updates.
             "queue_order_strategy": "priority",
         },
@@ -94,26 +100,28 @@ def create_app(settings: Settings | None = None) -> Celery:
             dead_letter(store, message, f"invalid message: {exc}", publish)
             return
         try:
-            with metrics.APPLY_SECONDS.time():
-                result = apply_batch(
-                    store, msg, max_deliveries=settings.max_deliveries, publish=publish
-                )
+            for attempt in range(settings.apply_retries + 1):
+                try:
+                    with metrics.APPLY_SECONDS.time():
+                        result = apply_batch(
+                            store, msg, max_deliveries=settings.max_deliveries, publish=publish
+                        )
+                    break
+                except RETRYABLE as exc:
+                    # The broker may be down with the store (one server): a retry that has
+                    # to be published could be lost, so wait here instead, briefly.
+                    metrics.RETRIES.inc()
+                    if attempt == settings.apply_retries:
+                        # Not acknowledged: back on the queue, or swept back after the
+                        # visibility timeout; the store's delivery count bounds the loop.
+                        raise Reject(exc, requeue=True) from exc
+                    time.sleep(backoff(attempt))
             if result is not None:
                 metrics.BATCHES.labels(result.outcome).inc()
                 for effect in ("added", "removed", "superseded"):
                     metrics.OPS.labels(effect).inc(getattr(result, effect))
-        except RETRYABLE as exc:
-            metrics.RETRIES.inc()
-            if self.request.retries >= settings.apply_retries:
-                fail_batch(
-                    store,
-                    msg,
-                    "store_unavailable",
-                    f"The store failed on every try: {exc.__class__.__name__}.",
-                    publish,
-                )
-                return
-            raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+        except Reject:
+            raise
         except Exception as exc:
             metrics.RETRIES.inc()
             if self.request.retries >= settings.apply_retries:

@@ -16,8 +16,13 @@ from anyio import to_thread
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producer.api.envelope import error_response
-from producer.errors import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidRequest
+from producer.api.envelope import STORE_UNREACHABLE, error_response
+from producer.errors import (
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    ServiceUnavailable,
+)
 from producer.validation import Problem
 from worker.store import Store
 
@@ -38,6 +43,25 @@ class IdempotencyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """As ``_handle``; a store outage before the answer starts is a 503, as elsewhere."""
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, tracking_send)
+        except STORE_UNREACHABLE:
+            if started:
+                raise
+            error = ServiceUnavailable(
+                "The store is unreachable; nothing was accepted. Retry after a few seconds."
+            )
+            await error_response(Request(scope), error)(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return

@@ -1,0 +1,91 @@
+"""Scenario 2: the whole worker (parent and pool) SIGKILLed with batches in flight.
+
+Its unacknowledged batches stay in the broker's ``unacked`` hash until the visibility
+timeout passes, then come back and apply once. The private stack runs with a visibility
+timeout of 10 s to keep this short; the production default is 90 s.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.faults.conftest import FaultStack, StackOptions
+from tests.faults.model import Driver, assert_final_state, workload
+from tests.support import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+VISIBILITY_TIMEOUT = 10  # production default: 90 s
+
+
+@pytest.fixture(scope="module")
+def stack_options() -> StackOptions:
+    return StackOptions(env={"AUDIENCES_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT)})
+
+
+def crash_worker_mid_run(stack: FaultStack, driver: Driver, seed: int) -> list[str]:
+    """Queue a backlog, let the worker start on it, SIGKILL its process group; then send
+    more while no worker runs. Returns the tokens that were in flight at the kill."""
+    audiences = driver.create_audiences(f"crash{seed}", 3)
+    requests = list(workload(seed=seed, audiences=audiences, submissions=9, ops_each=10_000))
+    stack.pause_consuming()
+    backlog = [driver.members(a, ops) for a, ops in requests[:6]]
+    stack.resume_consuming()
+    wait_until(
+        lambda: any(stack.deliveries(a.audience, a.token) for a in driver.model.accepted),
+        timeout=30,
+        interval=0.002,
+        what="the worker to start on the backlog",
+    )
+    stack.kill_worker_group()
+    assert stack.unacked() >= 1, "no batch was in flight when the worker died"
+    in_flight = [t for t in backlog if driver.client.status(t)["indexing_state"] == "IN_PROCESS"]
+    for audience, ops in requests[6:]:  # accepted while no worker runs: they just queue
+        driver.members(audience, ops)
+    return in_flight
+
+
+def test_worker_restarted_after_the_visibility_timeout_applies_its_batches_once(
+    stack: FaultStack,
+) -> None:
+    """A new worker started once the visibility timeout has passed takes back the dead
+    worker's unacknowledged batches: each applies once and the state is the model's."""
+    with stack.client() as client:
+        driver = Driver(client)
+        in_flight = crash_worker_mid_run(stack, driver, seed=2)
+        assert in_flight
+        time.sleep(VISIBILITY_TIMEOUT + 1)
+        stack.start_worker()
+        restarted = time.monotonic()
+        assert_final_state(client, driver.model, timeout=3 * VISIBILITY_TIMEOUT)
+        assert time.monotonic() - restarted < 3 * VISIBILITY_TIMEOUT
+        assert stack.unacked() == 0 and stack.queued() == 0
+
+
+def test_worker_killed_mid_batch_recovers_within_three_visibility_timeouts(
+    stack: FaultStack,
+) -> None:
+    """A new worker started at once: the dead worker's unacknowledged batches come back
+    once the visibility timeout passes, everything is APPLIED within 3 visibility
+    timeouts of the restart, each batch applied once, and the state is the model's."""
+    with stack.client() as client:
+        driver = Driver(client)
+        in_flight = crash_worker_mid_run(stack, driver, seed=3)
+        assert in_flight
+        stack.start_worker()
+        restarted = time.monotonic()
+        try:
+            assert_final_state(client, driver.model, timeout=3 * VISIBILITY_TIMEOUT)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\n{stack.unacked()} message(s) still unacknowledged in the broker "
+                f"{time.monotonic() - restarted:.0f} s after the restart"
+            ) from None
+        # Duplicates swept back meanwhile are consumed (and change nothing) shortly after.
+        wait_until(
+            lambda: stack.unacked() == 0 and stack.queued() == 0,
+            timeout=20,
+            what="the broker to drain",
+        )
