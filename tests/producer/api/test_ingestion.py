@@ -495,3 +495,21 @@ def test_erasure_removes_an_id_from_every_audience(client: AudiencesClient) -> N
         assert members_of(client, audience) == {"kept": {}}
     client.wait(client.update_members(first, add(["gone"]))[0], timeout=30)
     assert set(members_of(client, first)) == {"gone", "kept"}
+
+
+def test_client_raises_one_typed_exception_per_code(client: AudiencesClient) -> None:
+    """The Python client turns each error code into its own exception class."""
+    from producer.client import ERRORS, ApiError
+
+    with pytest.raises(ERRORS["not_found"]) as missing:
+        client.get_audience("no-such-audience")
+    assert missing.value.status == 404 and missing.value.trace_id
+    audience = client.create_audience("typed")
+    with pytest.raises(ERRORS["audience_exists"]):
+        client.create_audience("typed")
+    with pytest.raises(ERRORS["too_many_ids"]) as too_many:
+        client._call(
+            "POST", f"/v1/audiences/{audience['id']}/members", json={"ids": add(range(10_001))}
+        )
+    assert isinstance(too_many.value, ApiError) and too_many.value.code == "too_many_ids"
+    assert ERRORS["not_found"] is not ERRORS["audience_exists"]
