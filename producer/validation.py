@@ -235,14 +235,6 @@ class Problem:
         return detail
 
 
-class InvalidOps(Exception):
-    """The ops failed validation; ``problems`` lists each, in input order."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__(f"{len(problems)} problem(s)")
-        self.problems = problems
-
-
 def _code_for(error: Any, path: tuple[str | int, ...]) -> str:
     kind = error["type"]
     loc_is_key = bool(error["loc"]) and error["loc"][-1] == "[key]"

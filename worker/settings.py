@@ -51,7 +51,6 @@ class Settings(BaseSettings):
     small_batch_max: int = Field(
         default=1_000, description="Submissions of at most this many ops go to the small queue."
     )
-    max_ops_per_request: int = 10_000
     max_json_body_bytes: int = 64 * 1024 * 1024
     max_ndjson_line_bytes: int = 1024 * 1024
 
@@ -73,7 +72,6 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = None
     worker_metrics_host: str = "127.0.0.1"
     log_format: Literal["text", "json"] = "text"
-    flower_basic_auth: str | None = None
 
     @model_validator(mode="after")
     def _stack_defaults(self) -> Settings:

@@ -119,16 +119,21 @@ def plain_attributes(stored: bytes) -> dict[str, Any]:
     return attrs
 
 
-def _decode_member(value: bytes | None) -> dict[str, Any] | None:
-    """A stored member value -> its attributes, or None for a tombstone or absent id."""
+def member_blob(value: bytes | None) -> bytes | None:
+    """The stored attributes of a members-hash value; None for a tombstone or absent id.
+
+    Values are ``<version digits>+<attributes json>`` or ``<version digits>-``.
+    """
     if value is None:
         return None
-    for i, byte in enumerate(value):
-        if byte == 0x2B:  # "+"
-            return plain_attributes(value[i + 1 :])
-        if byte == 0x2D:  # "-"
-            return None
-    return None
+    rest = value.lstrip(b"0123456789")
+    return rest[1:] if rest[:1] == b"+" else None
+
+
+def _decode_member(value: bytes | None) -> dict[str, Any] | None:
+    """A stored member value -> its attributes as reads return them, or None."""
+    blob = member_blob(value)
+    return None if blob is None else plain_attributes(blob)
 
 
 class Store:
@@ -807,9 +812,9 @@ class Store:
         while len(seen) < budget:
             cursor, items = self.r.hscan(name, cursor, count=min(budget, 10_000))
             for member_id, value in items.items():
-                plus = value.find(b"+")
-                if plus > 0:
-                    seen[member_id] = value[plus + 1 :]
+                blob = member_blob(value)
+                if blob is not None:
+                    seen[member_id] = blob
             if cursor == 0:
                 break
         return int(cursor), list(seen.values())
@@ -946,14 +951,7 @@ class Store:
 
     def get_member_stored(self, audience_id: str, member_id: str) -> bytes | None:
         """A current member's attributes as stored (typed names), or None."""
-        value = self.r.hget(keys.members(audience_id), member_id)
-        if value is None:
-            return None
-        plus = value.find(b"+")
-        dash = value.find(b"-")
-        if plus < 0 or (0 <= dash < plus):
-            return None
-        return bytes(value[plus + 1 :])
+        return member_blob(self.r.hget(keys.members(audience_id), member_id))
 
     def get_member(self, audience_id: str, member_id: str) -> dict[str, Any] | None:
         stored = self.get_member_stored(audience_id, member_id)
