@@ -56,6 +56,16 @@ def _allowed(request: Request, exc: StarletteHTTPException) -> str:
     return ", ".join(sorted(methods))
 
 
+def store_down_response(request: Request) -> Json:
+    """The 503 for a store that cannot be reached (nothing was accepted)."""
+    return error_response(
+        request,
+        ServiceUnavailable(
+            "The store is unreachable; nothing was accepted. Retry after a few seconds."
+        ),
+    )
+
+
 def install(app: FastAPI) -> None:
     """Map every exception the API can raise to the envelope."""
 
@@ -86,12 +96,7 @@ def install(app: FastAPI) -> None:
         return error_response(request, error)
 
     async def _store_down(request: Request, exc: Exception) -> Json:
-        return error_response(
-            request,
-            ServiceUnavailable(
-                "The store is unreachable; nothing was accepted. Retry after a few seconds."
-            ),
-        )
+        return store_down_response(request)
 
     for unreachable in STORE_UNREACHABLE:
         app.add_exception_handler(unreachable, _store_down)

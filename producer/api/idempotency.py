@@ -16,12 +16,11 @@ from anyio import to_thread
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producer.api.envelope import STORE_UNREACHABLE, error_response
+from producer.api.envelope import STORE_UNREACHABLE, error_response, store_down_response
 from producer.errors import (
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     InvalidRequest,
-    ServiceUnavailable,
 )
 from producer.validation import Problem
 from worker.store import Store
@@ -56,10 +55,7 @@ class IdempotencyMiddleware:
         except STORE_UNREACHABLE:
             if started:
                 raise
-            error = ServiceUnavailable(
-                "The store is unreachable; nothing was accepted. Retry after a few seconds."
-            )
-            await error_response(Request(scope), error)(scope, receive, send)
+            await store_down_response(Request(scope))(scope, receive, send)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
