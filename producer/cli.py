@@ -80,14 +80,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if settings.worker_metrics_port:
         # Before anything imports prometheus-client: pool children write here.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="audiences-metrics-")
-    from worker import health, metrics
+    from worker import health, metrics, reconcile
     from worker.app import create_app
     from worker.contract import QUEUES
+    from worker.publish import enqueue
     from worker.webhooks import start_pump
 
     configure_logging(settings.log_format)
     app = create_app(settings)
     start_pump(settings)
+    reconcile.start(settings, lambda messages, queue: enqueue(app, messages, queue))
     health.install(app)
     if settings.worker_metrics_port:
         metrics.serve(

@@ -99,6 +99,7 @@ class Producer:
         except EnqueueFailed as exc:
             self.store.abandon(audience_id, token, 0, forget=True)
             raise _queue_down() from exc
+        self.store.mark_published(audience_id, token)
         return token
 
     # --- JSON members request ------------------------------------------------------------
@@ -282,9 +283,11 @@ class Producer:
         kind: str = "members",
         callback_url: str | None = None,
     ) -> None:
+        queue = queue_for(sum(batch_sizes), self.settings)
         try:
             bases = self.store.accept(
                 callback_url=callback_url,
+                queue=queue,
                 account=account,
                 audience_id=audience_id,
                 token_id=token,
@@ -305,15 +308,11 @@ class Producer:
             for n, base in enumerate(bases)
         ]
         try:
-            enqueue(
-                self.app,
-                messages,
-                queue_for(sum(batch_sizes), self.settings),
-                trace_id_var.get(),
-            )
+            enqueue(self.app, messages, queue, trace_id_var.get())
         except EnqueueFailed as exc:
             self.store.abandon(audience_id, token, len(batch_sizes), forget=exc.sent == 0)
             raise _queue_down() from exc
+        self.store.mark_published(audience_id, token)
         OPS_ACCEPTED.inc(received)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -53,11 +54,34 @@ class _StorePerProcess:
         return self._store
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
+def record_consumed(store: Store, task: Task) -> None:
+    """Tell the reconciler how far the task's queue has been consumed (see reconcile.py).
+
+    Best effort: a store that is down now fails the apply that follows anyway.
+    """
+    queue = (task.request.delivery_info or {}).get("routing_key")
+    sent_at = task.request.get("sent_at")
+    if not queue or not isinstance(sent_at, int | float):
+        return
+    try:
+        store.record_consumed(queue, float(sent_at))
+    except RETRYABLE:
+        log.warning("could not record the consumption of %s", queue)
+
+
+def celery_config(
+    settings: Settings, on_undecodable: Callable[[bytes, str], None] | None = None
+) -> dict[str, Any]:
+    broker = settings.require_broker()
+    redis_broker = broker.startswith(("redis://", "rediss://", "unix://"))
     return {
-        "broker_url": settings.require_broker(),
+        "broker_url": broker,
+        # Ours is kombu's Redis transport that survives an undecodable message.
+        **({"broker_transport": "worker.transport:Transport"} if redis_broker else {}),
+        "worker_consumer": "worker.transport:Consumer",
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
+            "on_undecodable": on_undecodable,
             "visibility_timeout": settings.visibility_timeout,
             # Sweep a dead worker's unacknowledged batches back soon after the timeout
             # (kombu's default sweeps only every ~100 s).
@@ -84,8 +108,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("audiences", set_as_current=False)
-    app.conf.update(celery_config(settings))
     stores = _StorePerProcess(settings)
+
+    def on_undecodable(raw: bytes, reason: str) -> None:
+        metrics.FAILURES.labels("undecodable").inc()
+        log.error("malformed message dead-lettered: %s", reason)
+        stores.get().dead_letter(raw, reason)
+
+    app.conf.update(celery_config(settings, on_undecodable))
 
     def publish(messages: list[ApplyBatch]) -> None:
         enqueue(app, messages, QUEUE_BULK, trace_id_var.get())
@@ -94,6 +124,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     def apply_batch_task(self: Task, message: dict[str, Any]) -> None:
         trace_id_var.set(self.request.get("trace_id"))
         store = stores.get()
+        record_consumed(store, self)
         try:
             msg = ApplyBatch.model_validate(message)
         except ValueError as exc:
@@ -133,6 +164,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     def count_size_task(self: Task, message: dict[str, Any]) -> None:
         trace_id = self.request.get("trace_id")
         trace_id_var.set(trace_id)
+        record_consumed(stores.get(), self)
         msg = CountStep.model_validate(message)
         try:
             count_step(

@@ -61,9 +61,9 @@ def apply_batch(
         fail_batch(
             store,
             msg,
-            "payload_missing",
+            "payload_lost",
             f"Batch {msg.batch}'s staged ops were not found in the store "
-            "(expired or lost); send those ops again.",
+            "(lost with a store that kept no copy of them); send those ops again.",
             publish,
         )
     log.info(

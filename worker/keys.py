@@ -133,3 +133,26 @@ def webhooks_due() -> str:
 
 def api_key(key_hash: str) -> str:
     return f"apikey:{key_hash}"
+
+
+def reconcile_audiences() -> str:
+    """Audiences that may hold unapplied work, scored by when work was last registered.
+
+    The reconciler sweeps them; an audience leaves once it has nothing pending.
+    """
+    return "reconcile:audiences"
+
+
+def reconcile_lease() -> str:
+    """Which worker sweeps now (one at a time), and where its sweep goes on from."""
+    return "reconcile:lease"
+
+
+def consumed_watermark() -> str:
+    """queue -> the latest publish time (s) of a message a worker has started on it."""
+    return "broker:consumed:sent"
+
+
+def consumed_at() -> str:
+    """queue -> when (s) a worker last started a message from it."""
+    return "broker:consumed:at"

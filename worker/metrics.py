@@ -24,6 +24,10 @@ BATCHES = Counter("audiences_batches_total", "Batches handled, by outcome.", ["o
 OPS = Counter("audiences_ops_applied_total", "Ops applied, by effect.", ["effect"])
 APPLY_SECONDS = Histogram("audiences_apply_seconds", "Time to apply one batch.")
 RETRIES = Counter("audiences_apply_retries_total", "Batch applies retried.")
+REPUBLISHED = Counter(
+    "audiences_batches_republished_total",
+    "Pending batches the reconciler published again because their message was lost.",
+)
 FAILURES = Counter("audiences_batch_failures_total", "Batches given up, by reason.", ["code"])
 
 

@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     max_ndjson_line_bytes: int = 1024 * 1024
 
     visibility_timeout: int = Field(default=90, ge=10)
+    redeliver_after: int | None = Field(
+        default=None,
+        ge=1,
+        description="Seconds without a delivery after which the reconciler publishes a "
+        "pending batch again (when its queue shows the message is not merely waiting); "
+        "defaults to twice the visibility timeout.",
+    )
+    reconcile_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between two sweeps of the reconciler."
+    )
     max_deliveries: int = Field(default=10, ge=1)
     apply_retries: int = Field(default=5, ge=0)
     token_retention_seconds: int = 7 * 24 * 3600
@@ -87,6 +97,10 @@ class Settings(BaseSettings):
                 )
             self.broker_url = broker_url_beside(self.redis_url)
         return self
+
+    @property
+    def redeliver_after_s(self) -> int:
+        return self.redeliver_after or 2 * self.visibility_timeout
 
     def require_store(self) -> str:
         if not self.redis_url:

@@ -24,6 +24,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from worker import keys
+from worker.contract import QUEUE_BULK
 from worker.settings import Settings
 
 SCOPE_READ = "audiences:read"
@@ -78,6 +79,43 @@ class ApiKey:
     key_id: str
     account: str
     scopes: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBatch:
+    """An accepted, unapplied batch as the reconciler sees it (times in s since the epoch)."""
+
+    audience_id: str
+    token: str
+    batch: int
+    base: int
+    queue: str
+    published: float  # when its message was last sent (accept time if never recorded)
+    delivered: float  # when a worker last started it (0: never)
+    parked: bool  # waits for a running replace: its message is kept in the store
+
+
+@dataclass(frozen=True, slots=True)
+class CountInProgress:
+    """A size count whose next step is due (its chain of messages may have broken)."""
+
+    audience_id: str
+    token: str
+    next_step: int
+    cursor: int
+    filter_rev: int
+    published: float  # when its last step was recorded or sent
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceWork:
+    pending: list[PendingBatch]
+    counts: list[CountInProgress]
+    releasable: bool  # messages parked behind a replace that has ended
+
+    @property
+    def idle(self) -> bool:
+        return not (self.pending or self.counts or self.releasable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +189,8 @@ class Store:
         self._rate = client.register_script(_script_source("rate_limit"))
         self._revive = client.register_script(_script_source("revive_batch"))
         self._claim_webhooks = client.register_script(_script_source("claim_webhooks"))
+        self._lease = client.register_script(_script_source("reconcile_lease"))
+        self._forget_reconciled = client.register_script(_script_source("reconcile_forget"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
@@ -249,9 +289,18 @@ class Store:
         return _s(self.r.hget(keys.token(audience_id, token_id), "account"))
 
     def schedule_webhook(self, audience_id: str, token_id: str) -> None:
-        """Queue the completion call of a token that has a callback (once, if not queued)."""
-        if self.r.hget(keys.token(audience_id, token_id), "callback_url"):
-            self.r.zadd(keys.webhooks_due(), {f"{audience_id}\t{token_id}": time.time()}, nx=True)
+        """Make the completion call of a token that has a callback due now.
+
+        Its entry was put on the schedule at accept, due later; this only moves it
+        earlier (a retry already scheduled keeps its time). Once made, it is not made again.
+        """
+        url, outcome = self.r.hmget(keys.token(audience_id, token_id), ["callback_url", "webhook"])
+        if url and not outcome:
+            self.r.zadd(keys.webhooks_due(), {f"{audience_id}\t{token_id}": time.time()}, lt=True)
+
+    def webhook_not_yet(self, audience_id: str, token_id: str, at: float) -> None:
+        """The token is not final yet: look at its callback again at ``at``."""
+        self.r.zadd(keys.webhooks_due(), {f"{audience_id}\t{token_id}": at}, xx=True)
 
     def claim_webhooks(self, limit: int, lease_seconds: float) -> list[tuple[str, str]]:
         """Due deliveries, leased to this caller (a crashed caller's come back after the lease)."""
@@ -546,11 +595,22 @@ class Store:
         batch_sizes: list[int],
         kind: str = "members",
         callback_url: str | None = None,
+        queue: str = QUEUE_BULK,
     ) -> list[int]:
         """Register a token and reserve its versions; returns each batch's first version.
 
+        The audience is put in the reconciler's index before (and again after) the
+        accept, so no accepted batch is ever outside it. A callback is put on the
+        webhook schedule at once, due after ``redeliver_after``: if the prompt
+        scheduling at completion is lost, the pump still finds it then.
         Raises :class:`AudienceNotReady` for a replace while another replace runs.
         """
+        self.register_for_reconcile(audience_id)
+        if callback_url:
+            self.r.zadd(
+                keys.webhooks_due(),
+                {f"{audience_id}\t{token_id}": time.time() + self.settings.redeliver_after_s},
+            )
         self.r.set(
             keys.token_index(token_id),
             f"{account}\t{audience_id}",
@@ -570,6 +630,7 @@ class Store:
             "added": 0,
             "removed": 0,
             "superseded": 0,
+            "queue": queue,
             **({"callback_url": callback_url} if callback_url else {}),
         }.items():
             fields += [name, value]
@@ -583,6 +644,10 @@ class Store:
                     keys.tokens_in_process(audience_id),
                     keys.all_tokens(audience_id),
                     keys.audience_meta(audience_id),
+                    *(
+                        keys.batch_payload(audience_id, token_id, n)
+                        for n in range(len(batch_sizes))
+                    ),
                 ],
                 args=[
                     token_id,
@@ -599,6 +664,7 @@ class Store:
         if first < 0:
             self.r.delete(keys.token_index(token_id))
             raise {-1: AudienceNotReady, -2: AudienceMissing, -3: AudienceArchived}[first]()
+        self.register_for_reconcile(audience_id)
         bases, base = [], first
         for size in batch_sizes:
             bases.append(base)
@@ -646,7 +712,8 @@ class Store:
         pipe = self.r.pipeline(transaction=False)
         pipe.exists(token_key)
         pipe.hincrby(token_key, f"deliveries:{batch_no}", 1)
-        exists, count = pipe.execute()
+        pipe.hset(token_key, f"delivered:{batch_no}", f"{time.time():.3f}")
+        exists, count, _ = pipe.execute()
         if not exists:
             self.r.delete(token_key)
             return 0
@@ -764,6 +831,132 @@ class Store:
         """Drop the first ``count`` parked messages once they are published again."""
         self.r.ltrim(keys.parked(audience_id), count, -1)
 
+    # --- reconciliation: the store, not the broker, knows what is left to apply -------------
+
+    def register_for_reconcile(self, audience_id: str) -> None:
+        self.r.zadd(keys.reconcile_audiences(), {audience_id: int(time.time() * 1000)})
+
+    def take_reconcile_lease(self, holder: str, seconds: float) -> bool:
+        """Take or renew the one reconciler lease; False while another worker holds it."""
+        return bool(self._lease(keys=[keys.reconcile_lease()], args=[holder, int(seconds * 1000)]))
+
+    def reconcile_page(self, start: int, count: int) -> list[tuple[str, float]]:
+        """Indexed audiences by rank, with the time (ms) work was last registered."""
+        rows = self.r.zrange(keys.reconcile_audiences(), start, start + count - 1, withscores=True)
+        return [(a.decode(), float(score)) for a, score in rows]
+
+    def forget_reconciled(self, audience_id: str, score: float) -> bool:
+        return bool(
+            self._forget_reconciled(
+                keys=[keys.reconcile_audiences()], args=[audience_id, int(score)]
+            )
+        )
+
+    def record_consumed(self, queue: str, sent_at: float) -> None:
+        """A worker started a message of ``queue`` that was sent at ``sent_at``.
+
+        Queues are first in, first out: once a message sent at T is started, every
+        message sent to that queue before T has been taken off it.
+        """
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(keys.consumed_watermark(), {queue: sent_at}, gt=True)
+        pipe.zadd(keys.consumed_at(), {queue: time.time()})
+        pipe.execute()
+
+    def consumption(self) -> tuple[dict[str, float], dict[str, float]]:
+        """(latest send time started, latest start time) per queue."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrange(keys.consumed_watermark(), 0, -1, withscores=True)
+        pipe.zrange(keys.consumed_at(), 0, -1, withscores=True)
+        sent, started = pipe.execute()
+        return (
+            {q.decode(): float(t) for q, t in sent},
+            {q.decode(): float(t) for q, t in started},
+        )
+
+    def mark_published(self, audience_id: str, token_id: str) -> None:
+        """Every message of the token has been sent (the reconciler compares against it)."""
+        self.r.hset(keys.token(audience_id, token_id), "published_at", f"{time.time():.3f}")
+
+    def mark_republished(
+        self, audience_id: str, token_id: str, batch_no: int | None, at: float
+    ) -> None:
+        """The reconciler sent a batch (or, with None, a count's next step) again at ``at``."""
+        token_key = keys.token(audience_id, token_id)
+        field = "published_at" if batch_no is None else f"published:{batch_no}"
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(token_key, field, f"{at:.3f}")
+        pipe.hincrby(token_key, "republished", 1)
+        pipe.execute()
+
+    def audience_work(self, audience_id: str, limit: int) -> AudienceWork:
+        """Up to ``limit`` pending batches and in-process counts of an audience."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrange(keys.pending_batches(audience_id), 0, limit - 1, withscores=True)
+        pipe.zrange(keys.tokens_in_process(audience_id), 0, limit - 1)
+        pipe.exists(keys.replace(audience_id))
+        pipe.llen(keys.parked(audience_id))
+        pending_rows, in_process, replace_running, parked = pipe.execute()
+        batches = []
+        for member, score in pending_rows:
+            token_id, _, batch = member.decode().rpartition(":")
+            batches.append((token_id, int(batch), int(score)))
+        token_ids = sorted({t for t, _, _ in batches} | {t.decode() for t in in_process})
+        fields = ["kind", "created_ms", "queue", "waits_for_replace", "published_at"]
+        fields += ["state", "step", "cursor", "filter_rev", "step_at"]
+        pipe = self.r.pipeline(transaction=False)
+        for token_id in token_ids:
+            pipe.hmget(keys.token(audience_id, token_id), fields)
+        tokens = {
+            t: dict(zip(fields, map(_s, row), strict=True))
+            for t, row in zip(token_ids, pipe.execute(), strict=True)
+        }
+        pipe = self.r.pipeline(transaction=False)
+        for token_id, batch, _ in batches:
+            pipe.hmget(
+                keys.token(audience_id, token_id), [f"published:{batch}", f"delivered:{batch}"]
+            )
+        per_batch = pipe.execute()
+        pending = []
+        for (token_id, batch, base), (republished, delivered) in zip(
+            batches, per_batch, strict=True
+        ):
+            token = tokens[token_id]
+            published = max(
+                float(token["created_ms"] or 0) / 1000,
+                float(token["published_at"] or 0),
+                float(republished or 0),
+            )
+            pending.append(
+                PendingBatch(
+                    audience_id,
+                    token_id,
+                    batch,
+                    base,
+                    token["queue"] or QUEUE_BULK,
+                    published,
+                    float(delivered or 0),
+                    bool(replace_running and token["waits_for_replace"] == "1"),
+                )
+            )
+        counts = [
+            CountInProgress(
+                audience_id,
+                token_id,
+                int(token["step"] or 0) + 1,
+                int(token["cursor"] or 0),
+                int(token["filter_rev"] or 0),
+                max(
+                    float(token["created_ms"] or 0) / 1000,
+                    float(token["published_at"] or 0),
+                    float(token["step_at"] or 0),
+                ),
+            )
+            for token_id, token in tokens.items()
+            if token["kind"] == "size" and token["state"] == "IN_PROCESS"
+        ]
+        return AudienceWork(pending, counts, bool(parked and not replace_running))
+
     # --- size counts ------------------------------------------------------------------------
 
     def start_count(self, account: str, audience_id: str, token_id: str) -> int:
@@ -836,7 +1029,16 @@ class Store:
                 keys.audience_meta(audience_id),
                 keys.tokens_in_process(audience_id),
             ],
-            args=[step, scanned, matched, cursor, now_iso(), filter_rev, token_id],
+            args=[
+                step,
+                scanned,
+                matched,
+                cursor,
+                now_iso(),
+                filter_rev,
+                token_id,
+                f"{time.time():.3f}",
+            ],
         )
         return _s(outcome) or "", int(next_cursor), int(last_step)
 
@@ -900,6 +1102,7 @@ class Store:
             "counts": counts,
             "eta_seconds": None,
             "error": None,
+            "republished": sum(c["republished"] for c in children if c is not None),
         }
 
     def get_token(self, account: str, token_id: str) -> dict[str, Any] | None:
@@ -947,6 +1150,7 @@ class Store:
             "counts": counts,
             "eta_seconds": eta,
             "error": error,
+            "republished": int(raw.get("republished", 0)),
         }
 
     def get_member_stored(self, audience_id: str, member_id: str) -> bytes | None:

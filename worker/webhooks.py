@@ -77,6 +77,10 @@ def _deliver(
     if not url or status is None:
         store.webhook_done(audience_id, token_id, "dropped")
         return
+    if status["indexing_state"] == "IN_PROCESS":
+        # Scheduled at accept as a safety net: completion moves it earlier.
+        store.webhook_not_yet(audience_id, token_id, time.time() + settings.redeliver_after_s)
+        return
     if callback_problem(url, settings):
         store.webhook_done(audience_id, token_id, "host_not_allowed")
         log.warning("webhook dropped: host not allowed", extra=ids)

@@ -179,6 +179,11 @@ class IndexingStatus(BaseModel):
     counts: Counts
     eta_seconds: float | None
     error: TokenError | None
+    republished: int = Field(
+        0,
+        description="Times a batch of this token was published again by the store's "
+        "reconciler because its message was lost (the broker's doorbell failed).",
+    )
 
 
 class Member(BaseModel):

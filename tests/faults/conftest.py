@@ -244,9 +244,18 @@ class FaultStack:
         queued = sum(needle in raw for q in QUEUES for raw in self.broker.lrange(q, 0, -1))
         return unacked + queued
 
-    def hopeless(self, audience_of: dict[str, str], settle: float = 5.0) -> GiveUp:
+    def republish_bound(self) -> float:
+        """How long a batch may go without a message before the reconciler sends it again."""
+        env = self.env
+        visibility = int(env.get("AUDIENCES_VISIBILITY_TIMEOUT", "90"))
+        after = int(env.get("AUDIENCES_REDELIVER_AFTER", 2 * visibility))
+        return after + 2 * float(env.get("AUDIENCES_RECONCILE_INTERVAL", "5"))
+
+    def hopeless(self, audience_of: dict[str, str], settle: float | None = None) -> GiveUp:
         """A ``give_up`` for waits: the worker has exited, or a token is IN_PROCESS while
-        no message of it is left in the broker (for ``settle`` s): nothing will apply it."""
+        no message of it is left in the broker for longer than the reconciler takes to
+        send it again (``settle``, by default that bound doubled): nothing will apply it."""
+        settle = 2 * self.republish_bound() if settle is None else settle
         since: dict[str, float] = {}
 
         def check(pending: list[str]) -> str | None:

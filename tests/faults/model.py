@@ -129,20 +129,37 @@ GiveUp = Callable[[list[str]], str | None]
 
 
 def wait_final(
-    client: AudiencesClient, tokens: list[str], timeout: float, give_up: GiveUp | None = None
+    client: AudiencesClient,
+    tokens: list[str],
+    timeout: float,
+    give_up: GiveUp | None = None,
+    *,
+    progressing: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Each token's status once it is final; AssertionError naming those still pending,
-    at the deadline or as soon as ``give_up(pending tokens)`` says why waiting is vain."""
+    at the deadline or as soon as ``give_up(pending tokens)`` says why waiting is vain.
+
+    With ``progressing``, ``timeout`` is measured from the last progress (a token ending
+    or a batch applied), not from the start: on a busy machine applying is slower, but a
+    lost batch still shows as no progress for longer than the bound the system promises.
+    """
     deadline = time.monotonic() + timeout
     final: dict[str, dict[str, Any]] = {}
+    last_progress: tuple[int, int] = (-1, -1)
     while True:
+        applied = 0
         for token in tokens:
             if token not in final:
                 status = client.status(token)
                 if status["indexing_state"] in FINAL_STATES:
                     final[token] = status
+                else:
+                    applied += status["counts"]["batches_applied"]
         if len(final) == len(tokens):
             return final
+        if progressing and (len(final), applied) != last_progress:
+            last_progress = (len(final), applied)
+            deadline = time.monotonic() + timeout
         reason = give_up([t for t in tokens if t not in final]) if give_up else None
         if reason:
             raise AssertionError(reason)
@@ -177,11 +194,17 @@ def assert_final_state(
     *,
     failed: dict[str, str] | None = None,
     give_up: GiveUp | None = None,
+    progressing: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Every accepted token final and APPLIED (or FAILED with the code ``failed`` names),
-    each APPLIED token's counts adding up, and every audience exactly as the model says."""
+    each APPLIED token's counts adding up, and every audience exactly as the model says.
+
+    ``timeout`` bounds a stall (no token ending, no batch applied), not the whole wait,
+    unless ``progressing`` is False."""
     failed = failed or {}
-    statuses = wait_final(client, model.tokens + list(failed), timeout, give_up)
+    statuses = wait_final(
+        client, model.tokens + list(failed), timeout, give_up, progressing=progressing
+    )
     for accepted in model.accepted:
         status = statuses[accepted.token]
         assert status["indexing_state"] == "APPLIED", status

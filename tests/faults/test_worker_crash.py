@@ -1,8 +1,10 @@
 """Scenario 2: the whole worker (parent and pool) SIGKILLed with batches in flight.
 
 Its unacknowledged batches stay in the broker's ``unacked`` hash until the visibility
-timeout passes, then come back and apply once. The private stack runs with a visibility
-timeout of 10 s to keep this short; the production default is 90 s.
+timeout passes, then come back and apply once; a message the kill caught between BRPOP and
+``unacked`` is sent again by the reconciler. The private stack runs with a visibility
+timeout of 10 s to keep this short; the production default is 90 s. Waits are measured
+from the last progress and bounded by the visibility timeout plus the reconciler's bound.
 """
 
 from __future__ import annotations
@@ -18,11 +20,18 @@ from tests.support import wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 VISIBILITY_TIMEOUT = 10  # production default: 90 s
+INTERVAL = 1.0
+STALL = 2 * (VISIBILITY_TIMEOUT + 2 * VISIBILITY_TIMEOUT + 2 * INTERVAL)
 
 
 @pytest.fixture(scope="module")
 def stack_options() -> StackOptions:
-    return StackOptions(env={"AUDIENCES_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT)})
+    return StackOptions(
+        env={
+            "AUDIENCES_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+            "AUDIENCES_RECONCILE_INTERVAL": str(INTERVAL),
+        }
+    )
 
 
 def crash_worker_mid_run(stack: FaultStack, driver: Driver, seed: int) -> list[str]:
@@ -58,18 +67,21 @@ def test_worker_restarted_after_the_visibility_timeout_applies_its_batches_once(
         assert in_flight
         time.sleep(VISIBILITY_TIMEOUT + 1)
         stack.start_worker()
-        restarted = time.monotonic()
-        assert_final_state(client, driver.model, timeout=3 * VISIBILITY_TIMEOUT)
-        assert time.monotonic() - restarted < 3 * VISIBILITY_TIMEOUT
-        assert stack.unacked() == 0 and stack.queued() == 0
+        assert_final_state(client, driver.model, timeout=STALL, progressing=True)
+        wait_until(
+            lambda: stack.unacked() == 0 and stack.queued() == 0,
+            timeout=STALL,
+            what="the broker to drain",
+        )
 
 
-def test_worker_killed_mid_batch_recovers_within_three_visibility_timeouts(
+def test_worker_killed_mid_batch_recovers_within_the_bound(
     stack: FaultStack,
 ) -> None:
     """A new worker started at once: the dead worker's unacknowledged batches come back
-    once the visibility timeout passes, everything is APPLIED within 3 visibility
-    timeouts of the restart, each batch applied once, and the state is the model's."""
+    once the visibility timeout passes (or the reconciler sends them again), everything
+    is APPLIED with no stall longer than the bound, each batch applied once, and the
+    state is the model's."""
     with stack.client() as client:
         driver = Driver(client)
         in_flight = crash_worker_mid_run(stack, driver, seed=3)
@@ -77,7 +89,7 @@ def test_worker_killed_mid_batch_recovers_within_three_visibility_timeouts(
         stack.start_worker()
         restarted = time.monotonic()
         try:
-            assert_final_state(client, driver.model, timeout=3 * VISIBILITY_TIMEOUT)
+            assert_final_state(client, driver.model, timeout=STALL, progressing=True)
         except AssertionError as exc:
             raise AssertionError(
                 f"{exc}\n{stack.unacked()} message(s) still unacknowledged in the broker "
@@ -86,6 +98,6 @@ def test_worker_killed_mid_batch_recovers_within_three_visibility_timeouts(
         # Duplicates swept back meanwhile are consumed (and change nothing) shortly after.
         wait_until(
             lambda: stack.unacked() == 0 and stack.queued() == 0,
-            timeout=20,
+            timeout=STALL,
             what="the broker to drain",
         )

@@ -419,10 +419,10 @@ def test_remove_with_nothing_older_pending_leaves_no_tombstone(store: Store, aud
 def test_fail_batch_marks_token_failed_with_error(store: Store, audience: str) -> None:
     """A failed batch ends its token FAILED with the error code and message; nothing applied."""
     sub = submit(store, audience, [add("a")])
-    store.fail_batch(audience, sub.token, 0, "payload_missing", "gone")
+    store.fail_batch(audience, sub.token, 0, "payload_lost", "gone")
     status = token(store, sub)
     assert status["indexing_state"] == "FAILED"
-    assert status["error"] == {"code": "payload_missing", "message": "gone"}
+    assert status["error"] == {"code": "payload_lost", "message": "gone"}
     assert all_members(store, audience) == {}
     assert store.r.zcard(keys.pending_batches(audience)) == 0
     assert apply(store, audience, sub).outcome == "duplicate"

@@ -2,7 +2,8 @@
 --
 -- KEYS[1] version sequence, KEYS[2] pending zset, KEYS[3] token hash,
 -- KEYS[4] replace hash (present while a replace runs), KEYS[5] in-process tokens zset,
--- KEYS[6] all tokens zset, KEYS[7] audience meta hash
+-- KEYS[6] all tokens zset, KEYS[7] audience meta hash, KEYS[8..] each batch's staged
+-- payload in order (kept as long as the token: a batch pending for hours must still apply)
 -- ARGV[1] token, ARGV[2] ops kept after deduplication, ARGV[3] token TTL seconds,
 -- ARGV[4] kind (members | replace | erase | size), ARGV[5] now in ms,
 -- ARGV[6..] token hash fields and values, then '--', then each batch's op count in order.
@@ -46,5 +47,8 @@ for j = i + 1, #ARGV do
   redis.call('ZADD', pending, base, token_id .. ':' .. batch)
   base = base + tonumber(ARGV[j])
   batch = batch + 1
+end
+for k = 8, #KEYS do
+  redis.call('EXPIRE', KEYS[k], tonumber(ARGV[3]))
 end
 return first
