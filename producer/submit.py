@@ -195,12 +195,25 @@ class Producer:
         replace: bool = False,
         validate_only: bool = False,
         callback_url: str | None = None,
+        max_removed_ratio: float | None = None,
     ) -> str | DryRun:
         """Stream, validate and stage an upload a batch at a time; enqueue only if all is valid.
 
         ``replace`` makes the upload the audience's whole new membership, swapped in at
-        once when applied. ``validate_only`` stages and enqueues nothing.
+        once when applied; ``max_removed_ratio`` guards that swap (see apply.lua).
+        ``validate_only`` stages and enqueues nothing.
         """
+        if max_removed_ratio is not None and not replace:
+            raise InvalidRequest(
+                "max_removed_ratio guards a replace; use it with mode=replace.",
+                [
+                    Problem(
+                        "max_removed_ratio",
+                        "invalid_parameter",
+                        "Only allowed with mode=replace.",
+                    )
+                ],
+            )
         await to_thread.run_sync(
             functools.partial(self.require_audience, account, audience_id, replace=replace)
         )
@@ -245,6 +258,7 @@ class Producer:
                 upload.deduplicated,
                 callback_url=callback_url,
                 kind="replace" if replace else "members",
+                max_removed_ratio=max_removed_ratio,
             )
         )
         return upload.token
@@ -282,11 +296,13 @@ class Producer:
         deduplicated: int,
         kind: str = "members",
         callback_url: str | None = None,
+        max_removed_ratio: float | None = None,
     ) -> None:
         queue = queue_for(sum(batch_sizes), self.settings)
         try:
             bases = self.store.accept(
                 callback_url=callback_url,
+                max_removed_ratio=max_removed_ratio,
                 queue=queue,
                 account=account,
                 audience_id=audience_id,

@@ -596,6 +596,7 @@ class Store:
         kind: str = "members",
         callback_url: str | None = None,
         queue: str = QUEUE_BULK,
+        max_removed_ratio: float | None = None,
     ) -> list[int]:
         """Register a token and reserve its versions; returns each batch's first version.
 
@@ -632,6 +633,7 @@ class Store:
             "superseded": 0,
             "queue": queue,
             **({"callback_url": callback_url} if callback_url else {}),
+            **({"max_removed_ratio": max_removed_ratio} if max_removed_ratio is not None else {}),
         }.items():
             fields += [name, value]
         first = int(

@@ -257,6 +257,16 @@ async def upload_members(
     mode: Literal["merge", "replace"] = "merge",
     validate_only: bool = False,
     callback_url: CallbackUrl = None,
+    max_removed_ratio: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            le=1,
+            description="With `mode=replace`: if the swap would remove more than this share "
+            "of the current members, the replace is dropped whole (token FAILED, "
+            "`replace_guard`) and the membership is unchanged.",
+        ),
+    ] = None,
 ) -> Json:
     _require_media(request, NDJSON)
     outcome = await _producer(request).submit_upload(
@@ -266,6 +276,7 @@ async def upload_members(
         replace=mode == "replace",
         validate_only=validate_only,
         callback_url=callback_url,
+        max_removed_ratio=max_removed_ratio,
     )
     return _accepted(outcome)
 

@@ -20,7 +20,8 @@
 -- accepted last stands whatever order batches arrive in. A removed id keeps a tombstone
 -- only while an older batch is still pending (one that could otherwise resurrect it);
 -- tombstones older than every pending batch are purged here, so they never pile up.
--- A replace writes into shadow keys, swapped in whole when its last batch is applied.
+-- A replace writes into shadow keys, swapped in whole when its last batch is applied,
+-- unless its guard (token field max_removed_ratio) finds it would remove too much.
 -- Returns {outcome, added, removed, superseded, token state, parked messages to release,
 -- tokens this call ended as REPLACED (only when 'applied')}
 -- with outcome applied | duplicate | parked | aborted (token gone, abandoned, replaced or a
@@ -72,6 +73,7 @@ if kind == 'replace' then
   members, count_key, tomb = shadow, shadow_n, shadow_tomb
 end
 
+local live = KEYS[1]
 local acts, ids, attrs, n = {}, {}, {}, 0
 for a, id, at in string.gmatch(payload, '([+-])([^\t\n]*)\t([^\n]*)\n') do
   n = n + 1
@@ -86,12 +88,16 @@ local min_pending = nil
 if oldest[2] then min_pending = tonumber(oldest[2]) end
 
 local added, removed, superseded, delta = 0, 0, 0, 0
+-- A replace counts how many of the live members its shadow keeps, for its guard.
+local kept_delta = 0
 local replaced = {}
 local sets, dels, tombs = {}, {}, {}
 local CHUNK = 1000
 for s = 1, n, CHUNK do
   local e = math.min(s + CHUNK - 1, n)
   local current = redis.call('HMGET', members, unpack(ids, s, e))
+  local in_live = {}
+  if kind == 'replace' then in_live = redis.call('HMGET', live, unpack(ids, s, e)) end
   for i = s, e do
     local v = base + i - 1
     local old = current[i - s + 1]
@@ -106,10 +112,18 @@ for s = 1, n, CHUNK do
     elseif acts[i] == '+' then
       sets[#sets + 1] = ids[i]
       sets[#sets + 1] = string.format('%d+', v) .. attrs[i]
-      if not old_member then delta = delta + 1 end
+      if not old_member then
+        delta = delta + 1
+        local lv = in_live[i - s + 1]
+        if lv and string.find(lv, '+', 1, true) then kept_delta = kept_delta + 1 end
+      end
       added = added + 1
     else
-      if old_member then delta = delta - 1 end
+      if old_member then
+        delta = delta - 1
+        local lv = in_live[i - s + 1]
+        if lv and string.find(lv, '+', 1, true) then kept_delta = kept_delta - 1 end
+      end
       removed = removed + 1
       if min_pending and min_pending < v then
         sets[#sets + 1] = ids[i]
@@ -157,9 +171,29 @@ if ttl > 0 then redis.call('PEXPIRE', done, ttl) end
 redis.call('HINCRBY', token, 'added', added)
 redis.call('HINCRBY', token, 'removed', removed)
 redis.call('HINCRBY', token, 'superseded', superseded)
+if kept_delta ~= 0 then redis.call('HINCRBY', token, 'kept', kept_delta) end
 local failed = tonumber(redis.call('HGET', token, 'batches_failed') or '0')
 local finished = redis.call('HINCRBY', token, 'batches_applied', 1) + failed
-if finished >= tonumber(redis.call('HGET', token, 'batches_total')) then
+local total = tonumber(redis.call('HGET', token, 'batches_total'))
+if finished >= total and kind == 'replace' and failed == 0 then
+  -- The guard: a replace that would remove more than max_removed_ratio of the live
+  -- members (a truncated or empty export) is dropped whole; the membership stays.
+  local ratio = redis.call('HGET', token, 'max_removed_ratio')
+  local live_n = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local would_remove = live_n - tonumber(redis.call('HGET', token, 'kept') or '0')
+  if ratio and would_remove > tonumber(ratio) * live_n then
+    redis.call('ZREM', inprocess, token_id)
+    redis.call('HSET', token, 'state', 'FAILED', 'finished_at', now,
+      'error_code', 'replace_guard',
+      'error_message', string.format('The replace would have removed %d of the %d current '
+        .. 'members, more than max_removed_ratio %s allows; it was dropped and the '
+        .. 'membership is unchanged.', would_remove, live_n, ratio),
+      'would_remove', would_remove)
+    redis.call('DEL', shadow, shadow_n, shadow_tomb, replace)
+    return {'applied', added, removed, superseded, 'FAILED', releasable(), {}}
+  end
+end
+if finished >= total then
   redis.call('ZREM', inprocess, token_id)
   if failed > 0 then
     redis.call('HSET', token, 'state', 'FAILED', 'finished_at', now)

@@ -393,3 +393,60 @@ def test_replace_on_a_draft_or_paused_audience_is_applied(http: httpx.Client) ->
     assert http.patch(f"/v1/audiences/{aid}", json={"status": "paused"}).status_code == 200
     applied(http, accepted(upload(http, aid, ndjson(adds("b", 2)), mode="replace")))
     assert set(members_of(http, aid)) == {"b0", "b1"}
+
+
+# --- the guard -------------------------------------------------------------------------
+
+
+def test_guarded_replace_refuses_a_truncated_file_and_keeps_the_membership(
+    http: httpx.Client,
+) -> None:
+    """A replace from a truncated export (it keeps 3 of 20 members) with
+    max_removed_ratio=0.5 is dropped whole: FAILED replace_guard, the error says how many
+    would have gone, and every member is still there with its attributes."""
+    aud = create(http)["id"]
+    applied(http, accepted(upload(http, aud, ndjson(adds("g", 20, tier="gold")))))
+    before = members_of(http, aud)
+    response = http.post(
+        f"/v1/audiences/{aud}/uploads?mode=replace&max_removed_ratio=0.5",
+        content=ndjson(adds("g", 3)),
+        headers=NDJSON,
+    )
+    status = wait_token(http, accepted(response))
+    assert status["indexing_state"] == "FAILED", status
+    assert status["error"]["code"] == "replace_guard", status
+    assert "17 of the 20" in status["error"]["message"], status
+    assert members_of(http, aud) == before
+    assert audience(http, aud)["size"] == 20
+
+
+def test_guarded_replace_accepts_a_legitimate_file(http: httpx.Client) -> None:
+    """A replace that keeps 18 of 20 members and adds 5 (removes 10%) passes a 0.2 guard
+    and swaps in; the next merge update applies as usual (nothing was left parked)."""
+    aud = create(http)["id"]
+    applied(http, accepted(upload(http, aud, ndjson(adds("g", 20)))))
+    new = [*adds("g", 18), *adds("n", 5)]
+    response = http.post(
+        f"/v1/audiences/{aud}/uploads?mode=replace&max_removed_ratio=0.2",
+        content=ndjson(new),
+        headers=NDJSON,
+    )
+    assert wait_token(http, accepted(response))["indexing_state"] == "APPLIED"
+    assert set(members_of(http, aud)) == {op["id"] for op in new}
+    applied(http, accepted(upload(http, aud, ndjson(adds("z", 1)))))
+    assert audience(http, aud)["size"] == 24
+
+
+def test_max_removed_ratio_needs_mode_replace_and_a_share(http: httpx.Client) -> None:
+    """The guard only guards a replace, and is a share of the membership (0..1)."""
+    aud = create(http)["id"]
+    for query, field in (("max_removed_ratio=0.5", "max_removed_ratio"),):
+        response = http.post(f"/v1/audiences/{aud}/uploads?{query}", content=b"{}", headers=NDJSON)
+        body = assert_envelope(response, 400, "validation_error")
+        assert body["error"]["details"][0]["loc"] == field, body
+    response = http.post(
+        f"/v1/audiences/{aud}/uploads?mode=replace&max_removed_ratio=1.5",
+        content=ndjson(adds("g", 1)),
+        headers=NDJSON,
+    )
+    assert response.status_code in (400, 422), response.text
