@@ -83,13 +83,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker import health, metrics, reconcile
     from worker.app import create_app
     from worker.contract import QUEUES
-    from worker.publish import enqueue
     from worker.webhooks import start_pump
 
     configure_logging(settings.log_format)
     app = create_app(settings)
     start_pump(settings)
-    reconcile.start(settings, lambda messages, queue: enqueue(app, messages, queue))
+    reconcile.start(settings, app)
     health.install(app)
     if settings.worker_metrics_port:
         metrics.serve(

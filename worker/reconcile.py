@@ -32,9 +32,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
+from celery import Celery
+
 from worker.apply import release_parked
 from worker.contract import QUEUE_BULK, ApplyBatch, CountStep
 from worker.metrics import REPUBLISHED
+from worker.publish import EnqueueFailed, enqueue
 from worker.settings import Settings
 from worker.store import PendingBatch, Store
 
@@ -166,11 +169,20 @@ def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def start(settings: Settings, publish: Publish) -> threading.Thread:
+def start(settings: Settings, app: Celery) -> threading.Thread:
     """A daemon thread in the worker's main process that sweeps every interval.
 
-    Store or broker outages only skip sweeps: it logs once per outage and goes on.
+    Store or broker outages only skip sweeps: it logs once per outage and goes on. A
+    failed publish drops the pooled broker connections, which a restarted broker leaves
+    dead, so the next sweep connects afresh.
     """
+
+    def publish(messages: Sequence[ApplyBatch | CountStep], queue: str) -> None:
+        try:
+            enqueue(app, messages, queue)
+        except EnqueueFailed:
+            app.pool.force_close_all()
+            raise
 
     def loop() -> None:
         reconciler = Reconciler(Store.from_settings(settings), settings, publish, holder_id())
