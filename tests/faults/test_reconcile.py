@@ -69,6 +69,7 @@ def killer(stack: FaultStack, driver: Driver, rng: random.Random, kills: list[fl
     stack.start_worker()
 
 
+@pytest.mark.timeout(120 + 60 * ROUNDS)  # each round stalls at most STALL per wait
 def test_whole_worker_sigkill_at_random_instants_loses_nothing(stack: FaultStack) -> None:
     """Round after round, the worker is SIGKILLed at a random instant while JSON
     requests (both queues) and an NDJSON upload are accepted; a new worker starts at
