@@ -53,7 +53,7 @@ from bench import data, inproc, reference
 from bench.ingest import Fairness, ingest_json, ingest_ndjson
 from bench.report import print_table, targets
 from bench.stack import BenchStack, cpu_share
-from worker import keys
+from worker.store import keys
 
 console = Console(stderr=True)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

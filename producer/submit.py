@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from anyio import to_thread
-from celery import Celery
 from pydantic import ValidationError as PydanticValidationError
 
 from producer.batching import Batch, deduplicate, encode_ops
@@ -30,10 +29,10 @@ from producer.errors import (
 from producer.metrics import OPS_ACCEPTED
 from producer.ndjson import lines_of, validate_block
 from producer.validation import MAX_OPS_PER_REQUEST, MEMBERS_BODY, Problem, problems_from
-from worker.app import queue_for
+from worker.broker import queue_for
 from worker.contract import QUEUE_BULK, ApplyBatch, CountStep
 from worker.logs import trace_id_var
-from worker.publish import EnqueueFailed, enqueue
+from worker.publish import EnqueueFailed, Publisher
 from worker.settings import Settings
 from worker.store import AudienceArchived as StoreArchived
 from worker.store import AudienceMissing as StoreMissing
@@ -70,9 +69,9 @@ class _Upload:
 
 
 class Producer:
-    def __init__(self, store: Store, app: Celery, settings: Settings) -> None:
+    def __init__(self, store: Store, publisher: Publisher, settings: Settings) -> None:
         self.store = store
-        self.app = app
+        self.publisher = publisher
         self.settings = settings
 
     def require_audience(self, account: str, audience_id: str, *, replace: bool = False) -> None:
@@ -95,7 +94,7 @@ class Producer:
             audience_id=audience_id, token=token, step=1, cursor=0, filter_rev=filter_rev
         )
         try:
-            enqueue(self.app, [step], QUEUE_BULK, trace_id_var.get())
+            self.publisher.send([step], QUEUE_BULK, trace_id_var.get())
         except EnqueueFailed as exc:
             self.store.abandon(audience_id, token, 0, forget=True)
             raise _queue_down() from exc
@@ -324,7 +323,7 @@ class Producer:
             for n, base in enumerate(bases)
         ]
         try:
-            enqueue(self.app, messages, queue, trace_id_var.get())
+            self.publisher.send(messages, queue, trace_id_var.get())
         except EnqueueFailed as exc:
             self.store.abandon(audience_id, token, len(batch_sizes), forget=exc.sent == 0)
             raise _queue_down() from exc

@@ -1,42 +1,30 @@
-"""The Celery application factory, configured from :class:`Settings`."""
+"""The worker's Celery app: its two tasks are thin shells over plain functions.
+
+Decoding and dead-lettering are :mod:`worker.apply`'s, retry decisions
+:mod:`worker.policy`'s, broker settings :mod:`worker.broker`'s; a task only wires them to
+Celery's request (trace id, queue, retries) and records metrics.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Callable
 from typing import Any
 
-import redis
 from celery import Celery, Task
 from celery.exceptions import Reject
-from kombu import Exchange, Queue
 
 from worker import metrics
 from worker.apply import apply_batch, count_step, dead_letter
-from worker.contract import (
-    QUEUE_BULK,
-    QUEUE_SMALL,
-    QUEUES,
-    TASK_APPLY_BATCH,
-    TASK_COUNT_SIZE,
-    ApplyBatch,
-    CountStep,
-)
+from worker.broker import celery_config
+from worker.contract import QUEUE_BULK, TASK_APPLY_BATCH, TASK_COUNT_SIZE, ApplyBatch, CountStep
 from worker.logs import trace_id_var
+from worker.policy import STORE_UNREACHABLE, Requeue, backoff, gives_up, with_store_retries
 from worker.publish import enqueue
 from worker.settings import Settings, get_settings
 from worker.store import Store
 
 log = logging.getLogger(__name__)
-
-RETRYABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
-
-
-def backoff(retries: int) -> float:
-    """Seconds before retry ``retries + 1``: short, far below the visibility timeout."""
-    return float(min(2**retries, 10))
 
 
 class _StorePerProcess:
@@ -65,44 +53,8 @@ def record_consumed(store: Store, task: Task) -> None:
         return
     try:
         store.record_consumed(queue, float(sent_at))
-    except RETRYABLE:
+    except STORE_UNREACHABLE:
         log.warning("could not record the consumption of %s", queue)
-
-
-def celery_config(
-    settings: Settings, on_undecodable: Callable[[bytes, str], None] | None = None
-) -> dict[str, Any]:
-    broker = settings.require_broker()
-    redis_broker = broker.startswith(("redis://", "rediss://", "unix://"))
-    return {
-        "broker_url": broker,
-        # Ours is kombu's Redis transport that survives an undecodable message.
-        **({"broker_transport": "worker.transport:Transport"} if redis_broker else {}),
-        "worker_consumer": "worker.transport:Consumer",
-        "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {
-            "on_undecodable": on_undecodable,
-            "visibility_timeout": settings.visibility_timeout,
-            # Sweep a dead worker's unacknowledged batches back soon after the timeout
-            # (kombu's default sweeps only every ~100 s).
-            "unacked_restore_interval": max(1, settings.visibility_timeout // 5),
-            "unacked_restore_throttle": 1,
-            # BRPOP the small queue first: bulk batches never starve small updates.
-            "queue_order_strategy": "priority",
-        },
-        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
-        "task_default_queue": QUEUE_BULK,
-        "task_serializer": "json",
-        "accept_content": ["json"],
-        "task_ignore_result": True,
-        "result_backend": None,
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
-        "worker_hijack_root_logger": False,
-    }
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -130,35 +82,27 @@ def create_app(settings: Settings | None = None) -> Celery:
         except ValueError as exc:
             dead_letter(store, message, f"invalid message: {exc}", publish)
             return
+
+        def apply() -> Any:
+            with metrics.APPLY_SECONDS.time():
+                return apply_batch(
+                    store, msg, max_deliveries=settings.max_deliveries, publish=publish
+                )
+
         try:
-            for attempt in range(settings.apply_retries + 1):
-                try:
-                    with metrics.APPLY_SECONDS.time():
-                        result = apply_batch(
-                            store, msg, max_deliveries=settings.max_deliveries, publish=publish
-                        )
-                    break
-                except RETRYABLE as exc:
-                    # The broker may be down with the store (one server): a retry that has
-                    # to be published could be lost, so wait here instead, briefly.
-                    metrics.RETRIES.inc()
-                    if attempt == settings.apply_retries:
-                        # Not acknowledged: back on the queue, or swept back after the
-                        # visibility timeout; the store's delivery count bounds the loop.
-                        raise Reject(exc, requeue=True) from exc
-                    time.sleep(backoff(attempt))
-            if result is not None:
-                metrics.BATCHES.labels(result.outcome).inc()
-                for effect in ("added", "removed", "superseded"):
-                    metrics.OPS.labels(effect).inc(getattr(result, effect))
-        except Reject:
-            raise
+            result = with_store_retries(apply, settings.apply_retries, on_retry=metrics.RETRIES.inc)
+        except Requeue as exc:
+            raise Reject(exc, requeue=True) from exc
         except Exception as exc:
             metrics.RETRIES.inc()
-            if self.request.retries >= settings.apply_retries:
+            if gives_up(self.request.retries, settings.apply_retries):
                 dead_letter(store, message, f"{exc.__class__.__name__}: {exc}", publish)
                 return
             raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+        if result is not None:
+            metrics.BATCHES.labels(result.outcome).inc()
+            for effect in ("added", "removed", "superseded"):
+                metrics.OPS.labels(effect).inc(getattr(result, effect))
 
     @app.task(name=TASK_COUNT_SIZE, bind=True, max_retries=settings.apply_retries)
     def count_size_task(self: Task, message: dict[str, Any]) -> None:
@@ -170,7 +114,7 @@ def create_app(settings: Settings | None = None) -> Celery:
             count_step(
                 stores.get(), msg, publish=lambda nxt: enqueue(app, [nxt], QUEUE_BULK, trace_id)
             )
-        except RETRYABLE as exc:
+        except STORE_UNREACHABLE as exc:
             raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
         except Exception as exc:
             log.exception("size count failed")
@@ -182,7 +126,3 @@ def create_app(settings: Settings | None = None) -> Celery:
             )
 
     return app
-
-
-def queue_for(ops: int, settings: Settings) -> str:
-    return QUEUE_SMALL if ops <= settings.small_batch_max else QUEUE_BULK

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from worker.contract import ApplyBatch, CountStep
+from worker.contract import FINAL_STATES, ApplyBatch, CountStep
 from worker.filters import compile_filter
 from worker.metrics import FAILURES
 from worker.store import ApplyResult, Store
@@ -21,7 +21,6 @@ from worker.store import ApplyResult, Store
 log = logging.getLogger(__name__)
 
 COUNT_STEP_SECONDS = 1.0
-FINAL_STATES = frozenset({"APPLIED", "FAILED", "REPLACED"})
 COUNT_SCAN_BUDGET = 20_000
 
 

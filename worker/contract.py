@@ -7,6 +7,7 @@ parent dispatches it without decoding megabytes, and Flower shows it whole.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -16,6 +17,18 @@ TASK_COUNT_SIZE = "audiences.count_size"
 QUEUE_SMALL = "small"
 QUEUE_BULK = "bulk"
 QUEUES = (QUEUE_SMALL, QUEUE_BULK)
+
+
+class TokenState(StrEnum):
+    """An indexing token's state (the Lua scripts write the same strings)."""
+
+    IN_PROCESS = "IN_PROCESS"
+    APPLIED = "APPLIED"
+    FAILED = "FAILED"
+    REPLACED = "REPLACED"
+
+
+FINAL_STATES = frozenset({TokenState.APPLIED, TokenState.FAILED, TokenState.REPLACED})
 
 
 class ApplyBatch(BaseModel):

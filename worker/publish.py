@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from worker.broker import celery_config
 from worker.contract import TASK_APPLY_BATCH, TASK_COUNT_SIZE, ApplyBatch, CountStep
+from worker.settings import Settings
 
 
 class EnqueueFailed(Exception):
@@ -46,3 +48,33 @@ def enqueue(
                 sent += 1
     except (OperationalError, OSError, ConnectionError) as exc:
         raise EnqueueFailed(sent, exc) from exc
+
+
+class Publisher:
+    """Sends messages by task name over an app that defines no tasks: the API's side.
+
+    Built from the same :func:`worker.broker.celery_config` as the worker, so both agree
+    on queues and serialisation; importing it pulls in no task code.
+    """
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Publisher:
+        app = Celery("audiences-publisher", set_as_current=False)
+        app.conf.update(celery_config(settings))
+        return cls(app)
+
+    def send(
+        self,
+        messages: Sequence[ApplyBatch | CountStep],
+        queue: str,
+        trace_id: str | None = None,
+    ) -> None:
+        enqueue(self.app, messages, queue, trace_id)
+
+    def check(self) -> None:
+        """Raise unless the broker answers now (readiness)."""
+        with self.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)

@@ -185,10 +185,13 @@ def start(settings: Settings, app: Celery) -> threading.Thread:
             raise
 
     def loop() -> None:
-        reconciler = Reconciler(Store.from_settings(settings), settings, publish, holder_id())
+        reconciler: Reconciler | None = None
         failing = False
         while True:
             try:
+                if reconciler is None:
+                    store = Store.from_settings(settings)
+                    reconciler = Reconciler(store, settings, publish, holder_id())
                 reconciler.sweep()
                 if failing:
                     log.info("reconciler: sweeping again")

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from worker.contract import TokenState
 from worker.settings import Settings
 from worker.store import Store
 
@@ -77,7 +78,7 @@ def _deliver(
     if not url or status is None:
         store.webhook_done(audience_id, token_id, "dropped")
         return
-    if status["indexing_state"] == "IN_PROCESS":
+    if status["indexing_state"] == TokenState.IN_PROCESS:
         # Scheduled at accept as a safety net: completion moves it earlier.
         store.webhook_not_yet(audience_id, token_id, time.time() + settings.redeliver_after_s)
         return

@@ -19,8 +19,8 @@ from producer.api.routes import router
 from producer.api.schemas import finish_openapi
 from producer.metrics import MetricsMiddleware, metrics_endpoint
 from producer.submit import Producer
-from worker.app import create_app
 from worker.logs import trace_id_var
+from worker.publish import Publisher
 from worker.settings import Settings, get_settings
 from worker.store import Store
 
@@ -68,13 +68,13 @@ def create_api(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store.from_settings(settings)
-        celery = create_app(settings)
+        publisher = Publisher.from_settings(settings)
         app.state.settings = settings
         app.state.store = store
-        app.state.celery = celery
-        app.state.producer = Producer(store, celery, settings)
+        app.state.publisher = publisher
+        app.state.producer = Producer(store, publisher, settings)
         yield
-        store.r.close()
+        store.close()
 
     app = FastAPI(
         title="Audiences",

@@ -27,6 +27,7 @@ from producer.errors import (
 from producer.submit import DryRun, Producer
 from producer.validation import Problem
 from worker import store as store_errors
+from worker.contract import TokenState
 from worker.filters import compile_filter
 from worker.store import Store
 
@@ -98,7 +99,9 @@ async def _read_body(request: Request) -> bytes:
 def _accepted(outcome: str | DryRun) -> Json:
     if isinstance(outcome, DryRun):
         return Json({"received": outcome.received, "deduplicated": outcome.deduplicated})
-    return Json({"indexing_token": outcome, "indexing_state": "IN_PROCESS"}, status_code=202)
+    return Json(
+        {"indexing_token": outcome, "indexing_state": TokenState.IN_PROCESS}, status_code=202
+    )
 
 
 async def _audience_response(
@@ -370,8 +373,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> dict[str, str]:
     def check() -> None:
         _store(request).ping()
-        with request.app.state.celery.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+        request.app.state.publisher.check()
 
     try:
         await to_thread.run_sync(check)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from producer.validation import MEMBERS_BODY
+from worker.contract import TokenState
 
 ERROR_CODES: dict[int, list[str]] = {
     400: [
@@ -173,7 +174,7 @@ class IndexingStatus(BaseModel):
         description="`null` for an erasure token (`DELETE /v1/members/{id}`): it spans every "
         "audience of the account."
     )
-    indexing_state: Literal["IN_PROCESS", "APPLIED", "FAILED", "REPLACED"]
+    indexing_state: TokenState
     created_at: str
     applied_at: str | None
     counts: Counts

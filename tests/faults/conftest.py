@@ -29,13 +29,12 @@ from producer.validation import MEMBERS_BODY
 from tests.conftest import start_api, start_worker
 from tests.faults.model import GiveUp
 from tests.support import Proc, children_of
-from worker import keys
 from worker.app import create_app
 from worker.contract import QUEUE_BULK, QUEUES, ApplyBatch
 from worker.embedded import EmbeddedValkey
 from worker.publish import enqueue
 from worker.settings import Settings
-from worker.store import SCOPES, Store
+from worker.store import SCOPES, Store, keys
 
 
 @dataclass

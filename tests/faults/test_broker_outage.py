@@ -15,7 +15,7 @@ from producer.client import ndjson_lines
 from tests.faults.conftest import FaultStack, StackOptions
 from tests.faults.model import Driver, assert_final_state, ops_for, workload
 from tests.support import wait_until
-from worker import keys
+from worker.store import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -16,7 +16,7 @@ import pytest
 from tests.faults.conftest import FaultStack
 from tests.faults.model import Driver, assert_final_state, ops_for, workload
 from tests.support import wait_until
-from worker import keys
+from worker.store import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

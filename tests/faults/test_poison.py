@@ -12,7 +12,7 @@ import pytest
 
 from tests.faults.conftest import FaultStack, StackOptions
 from tests.faults.model import Driver, assert_final_state, ops_for, workload
-from worker import keys
+from worker.store import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -12,7 +12,7 @@ from producer.client import AudiencesClient
 from tests.faults.conftest import FaultStack
 from tests.faults.model import Accepted, Driver, assert_final_state, workload
 from tests.support import wait_until
-from worker import keys
+from worker.store import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

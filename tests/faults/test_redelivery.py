@@ -9,8 +9,8 @@ import pytest
 from tests.faults.conftest import FaultStack
 from tests.faults.model import Driver, Op, assert_final_state, export, ops_for, workload
 from tests.support import wait_until
-from worker import keys
 from worker.contract import ApplyBatch
+from worker.store import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -25,7 +25,7 @@ import pytest
 from tests.faults.conftest import FaultStack, StackOptions
 from tests.faults.model import Driver, assert_final_state, workload
 from tests.support import wait_until
-from worker import keys
+from worker.store import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

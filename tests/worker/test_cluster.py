@@ -10,11 +10,10 @@ import pytest
 
 from producer.client import AudiencesClient
 from tests.conftest import start_api, start_worker
-from worker import keys
 from worker.app import create_app
 from worker.embedded import EmbeddedCluster, EmbeddedValkey
 from worker.settings import Settings
-from worker.store import SCOPES, Store
+from worker.store import SCOPES, Store, keys
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,9 @@ from celery import Celery
 
 from producer.client import AudiencesClient
 from tests.support import Proc, children_of, wait_until
-from worker import keys
 from worker.contract import QUEUE_BULK, ApplyBatch
 from worker.publish import enqueue
-from worker.store import Store
+from worker.store import Store, keys
 
 pytestmark = pytest.mark.integration
 

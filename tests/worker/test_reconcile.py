@@ -15,12 +15,11 @@ import pytest
 
 from producer.batching import deduplicate, encode_ops
 from producer.validation import MEMBERS_BODY
-from worker import keys
 from worker.apply import apply_batch
 from worker.contract import QUEUE_BULK, QUEUE_SMALL, ApplyBatch, CountStep
 from worker.reconcile import FORGET_AFTER_SECONDS, Reconciler, is_lost
 from worker.settings import Settings
-from worker.store import Store
+from worker.store import Store, keys
 
 ACCOUNT = "acct-r"
 AFTER = 20.0

@@ -19,9 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from producer.batching import deduplicate, encode_ops
-from worker import keys
 from worker.settings import Settings
-from worker.store import SCOPE_READ, SCOPE_WRITE, ApplyResult, AudienceExists, Store
+from worker.store import SCOPE_READ, SCOPE_WRITE, ApplyResult, AudienceExists, Store, keys
 
 ACCOUNT = "acct-1"
 

@@ -16,9 +16,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from producer.batching import deduplicate, encode_ops
-from worker import keys
 from worker.settings import Settings
-from worker.store import Store
+from worker.store import Store, keys
 
 ACCOUNT = "acct"
 IDS = [f"u{i}" for i in range(8)]

@@ -14,8 +14,7 @@ import pytest
 
 from producer.client import AudiencesClient
 from tests.support import wait_until
-from worker import keys
-from worker.store import Store
+from worker.store import Store, keys
 
 pytestmark = pytest.mark.integration
 

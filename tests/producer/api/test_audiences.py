@@ -22,10 +22,9 @@ from producer.batching import deduplicate, encode_ops
 from producer.validation import MEMBERS_BODY
 from tests.support import wait_until
 from worker import apply as worker_apply
-from worker import keys
 from worker.apply import count_step
 from worker.contract import CountStep
-from worker.store import AudienceExists, PreconditionFailed, Store
+from worker.store import AudienceExists, PreconditionFailed, Store, keys
 
 pytestmark = pytest.mark.integration
 
@@ -752,13 +751,13 @@ def test_losing_concurrent_rename_keeps_the_winners_name_taken(
     assert view is not None
     etag = view[1]
     winner = Store(store.r, store.settings)
-    loser_patch = store._patch
+    loser_patch = store.scripts.patch_audience
 
     def interleaved(*args: Any, **kwargs: Any) -> Any:
         winner.update_audience(account, audience["id"], {"name": "after"}, etag)
         return loser_patch(*args, **kwargs)
 
-    monkeypatch.setattr(store, "_patch", interleaved)
+    monkeypatch.setattr(store.scripts, "patch_audience", interleaved)
     with pytest.raises(PreconditionFailed):
         store.update_audience(account, audience["id"], {"name": "after"}, etag)
     view = store.get_audience(account, audience["id"])

@@ -18,8 +18,7 @@ import orjson
 import pytest
 
 from tests.support import wait_until
-from worker import keys
-from worker.store import Store
+from worker.store import Store, keys
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from worker import keys
-from worker.store import Store
+from worker.store import Store, keys
 
 pytestmark = pytest.mark.integration
 

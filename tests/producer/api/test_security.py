@@ -13,11 +13,10 @@ from producer.cli import main
 from producer.client import AudiencesClient
 from tests.conftest import start_api
 from tests.support import wait_until
-from worker import keys
 from worker.apply import replay_dead_letters
 from worker.contract import QUEUE_BULK, ApplyBatch
 from worker.publish import enqueue
-from worker.store import Store
+from worker.store import Store, keys
 
 pytestmark = pytest.mark.integration
 

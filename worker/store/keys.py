@@ -1,4 +1,4 @@
-"""Every Redis key the store uses is named here, and nowhere else.
+"""Every Redis key the store uses is named here, and nowhere else; so is each script's KEYS.
 
 All keys of one audience share the hash tag ``{<audience id>}``, so each Lua script
 touches a single slot and the store runs unchanged on a Redis Cluster. Account-wide
@@ -156,3 +156,65 @@ def consumed_watermark() -> str:
 def consumed_at() -> str:
     """queue -> when (s) a worker last started a message from it."""
     return "broker:consumed:at"
+
+
+# --- each script's KEYS, in the order its header documents ----------------------------
+
+
+def replace_keys(audience_id: str) -> list[str]:
+    """The keys of a replace in progress (apply.lua and fail_batch.lua take them together)."""
+    return [
+        replace(audience_id),
+        shadow_members(audience_id),
+        shadow_count(audience_id),
+        shadow_tombstones(audience_id),
+        parked(audience_id),
+    ]
+
+
+def accept_keys(audience_id: str, token_id: str, batches: int) -> list[str]:
+    return [
+        version_seq(audience_id),
+        pending_batches(audience_id),
+        token(audience_id, token_id),
+        replace(audience_id),
+        tokens_in_process(audience_id),
+        all_tokens(audience_id),
+        audience_meta(audience_id),
+        *(batch_payload(audience_id, token_id, n) for n in range(batches)),
+    ]
+
+
+def apply_keys(audience_id: str, token_id: str, batch_no: int) -> list[str]:
+    return [
+        members(audience_id),
+        member_count(audience_id),
+        pending_batches(audience_id),
+        tombstones(audience_id),
+        token(audience_id, token_id),
+        token_done(audience_id, token_id),
+        batch_payload(audience_id, token_id, batch_no),
+        *replace_keys(audience_id),
+        tokens_in_process(audience_id),
+    ]
+
+
+def fail_keys(audience_id: str, token_id: str, batch_no: int) -> list[str]:
+    return [
+        pending_batches(audience_id),
+        token(audience_id, token_id),
+        token_done(audience_id, token_id),
+        batch_payload(audience_id, token_id, batch_no),
+        tokens_in_process(audience_id),
+        *replace_keys(audience_id),
+    ]
+
+
+def revive_keys(audience_id: str, token_id: str, batch_no: int) -> list[str]:
+    return [
+        token(audience_id, token_id),
+        token_done(audience_id, token_id),
+        batch_payload(audience_id, token_id, batch_no),
+        pending_batches(audience_id),
+        tokens_in_process(audience_id),
+    ]

@@ -1,0 +1,119 @@
+"""Applying batches exactly once: deliveries, apply and fail scripts, revival, parked batches."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from worker.store import keys
+from worker.store.base import StoreBase, now_iso, text
+
+TOMBSTONE_PURGE_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    outcome: str  # applied | duplicate | parked | aborted | missing
+    added: int
+    removed: int
+    superseded: int
+    token_state: str
+    releasable: int = 0  # parked messages to publish again (a replace has ended)
+    replaced: tuple[str, ...] = ()  # tokens this apply ended as REPLACED
+
+
+class Applying(StoreBase):
+    """The worker's side: each batch applies once, last action wins (see apply.lua)."""
+
+    def count_delivery(self, audience_id: str, token_id: str, batch_no: int) -> int:
+        """Count one delivery of a batch (Redis does not); 0 when the token is gone."""
+        token_key = keys.token(audience_id, token_id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.exists(token_key)
+        pipe.hincrby(token_key, f"deliveries:{batch_no}", 1)
+        pipe.hset(token_key, f"delivered:{batch_no}", f"{time.time():.3f}")
+        exists, count, _ = pipe.execute()
+        if not exists:
+            self.r.delete(token_key)
+            return 0
+        return int(count)
+
+    def apply_batch(
+        self, audience_id: str, token_id: str, batch_no: int, base: int, message: bytes = b""
+    ) -> ApplyResult:
+        raw = self.scripts.apply(
+            keys=keys.apply_keys(audience_id, token_id, batch_no),
+            args=[
+                batch_no,
+                base,
+                now_iso(),
+                keys.pending_member(token_id, batch_no),
+                TOMBSTONE_PURGE_LIMIT,
+                message,
+                token_id,
+                keys.token_prefix(audience_id),
+            ],
+        )
+        outcome, added, removed, superseded, state, releasable = raw[:6]
+        replaced = [t.decode() for t in raw[6]] if len(raw) > 6 else []
+        return ApplyResult(
+            outcome.decode(),
+            int(added),
+            int(removed),
+            int(superseded),
+            text(state) or "",
+            int(releasable),
+            tuple(replaced),
+        )
+
+    def fail_batch(
+        self,
+        audience_id: str,
+        token_id: str,
+        batch_no: int,
+        code: str,
+        message: str,
+        *,
+        keep_payload: bool = False,
+    ) -> tuple[str, int]:
+        """Mark a batch failed; returns the token's state and how many parked to release.
+
+        ``keep_payload`` keeps the staged ops (until their TTL) for a dead-letter replay.
+        """
+        state, releasable = self.scripts.fail_batch(
+            keys=keys.fail_keys(audience_id, token_id, batch_no),
+            args=[
+                batch_no,
+                keys.pending_member(token_id, batch_no),
+                code,
+                message,
+                now_iso(),
+                token_id,
+                "keep" if keep_payload else "",
+            ],
+        )
+        return text(state) or "", int(releasable)
+
+    def revive_batch(self, audience_id: str, token_id: str, batch_no: int, base: int) -> str:
+        """Make a failed batch pending again before it is replayed (see revive_batch.lua)."""
+        outcome = self.scripts.revive_batch(
+            keys=keys.revive_keys(audience_id, token_id, batch_no),
+            args=[
+                batch_no,
+                keys.pending_member(token_id, batch_no),
+                base,
+                token_id,
+                int(time.time() * 1000),
+            ],
+        )
+        return text(outcome) or ""
+
+    def parked_messages(self, audience_id: str) -> list[bytes]:
+        """Messages parked behind a replace that has ended (empty while one runs)."""
+        if self.replace_running(audience_id):
+            return []
+        return list(self.r.lrange(keys.parked(audience_id), 0, -1))
+
+    def forget_parked(self, audience_id: str, count: int) -> None:
+        """Drop the first ``count`` parked messages once they are published again."""
+        self.r.ltrim(keys.parked(audience_id), count, -1)
