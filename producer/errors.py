@@ -1,13 +1,18 @@
 """The one exception tree of the API; each error knows its HTTP status and stable code.
 
-The API maps these (and only these) to the error envelope, in one handler.
+The API maps these to the error envelope in one handler; the store's refusals become
+these through one table (:func:`from_store`), applied by the envelope too. The catalogue
+of every code the API can send (:func:`catalogue`) is derived from this tree, for the
+OpenAPI document and the client.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from producer.validation import Problem
+from worker import store
 
 
 class ApiError(Exception):
@@ -128,3 +133,90 @@ class StoreFull(ApiError):
 
     status, code = 503, "store_full"
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": "30"}
+
+
+class MethodNotAllowed(ApiError):
+    """The path exists, the method does not (``Allow`` lists those that do)."""
+
+    status, code = 405, "method_not_allowed"
+
+
+class InternalError(ApiError):
+    """A fault on our side; nothing was accepted."""
+
+    status, code = 500, "internal_error"
+
+
+# --- messages said in more than one place ----------------------------------------------
+
+
+def no_audience(audience_id: str) -> NotFound:
+    return NotFound(f"No audience {audience_id!r} in this account.")
+
+
+def archived() -> AudienceArchived:
+    return AudienceArchived("The audience is archived; set its status back to active to update it.")
+
+
+def not_ready() -> AudienceNotReady:
+    return AudienceNotReady("A replace is running on this audience; retry once it has swapped in.")
+
+
+# --- the store's refusals, mapped once ---------------------------------------------------
+
+_FROM_STORE: dict[type[store.StoreError], Callable[[str], ApiError]] = {
+    store.AudienceMissing: no_audience,
+    store.AudienceNotReady: lambda _: not_ready(),
+    store.AudienceArchived: lambda _: archived(),
+    store.PreconditionFailed: lambda _: PreconditionFailed(
+        "If-Match does not match the audience's current ETag; GET it again and retry."
+    ),
+    store.AudienceExists: lambda name: AudienceExists(
+        f"An audience named {name!r} already exists."
+    ),
+}
+
+
+def from_store(exc: store.StoreError) -> ApiError:
+    """The API error a store refusal is to its caller."""
+    return _FROM_STORE[type(exc)](exc.subject)
+
+
+# --- the catalogue -----------------------------------------------------------------------
+
+# Audience-field and filter problems: the first problem's code is the error's code
+# (``producer/audience_input.py``); member-op problems keep ``validation_error`` on top.
+FIELD_CODES = (
+    "invalid_json",
+    "name_too_long",
+    "invalid_name",
+    "description_too_long",
+    "invalid_description",
+    "invalid_status",
+    "empty_update",
+    "unknown_field",
+    "invalid_group_operator",
+    "empty_filter_group",
+    "invalid_condition_field",
+    "invalid_condition_operator",
+    "missing_condition_value",
+    "invalid_condition_value",
+    "invalid_time_unit",
+    "filter_too_deep",
+    "filter_too_large",
+    "invalid_filter",
+)
+
+
+def _tree(cls: type[ApiError]) -> list[type[ApiError]]:
+    return [cls, *(c for sub in cls.__subclasses__() for c in _tree(sub))]
+
+
+def catalogue() -> dict[int, list[str]]:
+    """Every error code the API can send, by HTTP status."""
+    codes: dict[int, list[str]] = {}
+    for cls in _tree(ApiError):
+        if cls.code not in codes.setdefault(cls.status, []):
+            codes[cls.status].append(cls.code)
+    codes[400] += [c for c in FIELD_CODES if c not in codes[400]]
+    return dict(sorted(codes.items()))

@@ -19,12 +19,12 @@ from pydantic import ValidationError as PydanticValidationError
 from producer.batching import Batch, deduplicate, encode_ops
 from producer.errors import (
     ApiError,
-    AudienceArchived,
-    AudienceNotReady,
     InvalidRequest,
-    NotFound,
     ServiceUnavailable,
     TooManyIds,
+    archived,
+    no_audience,
+    not_ready,
 )
 from producer.metrics import OPS_ACCEPTED
 from producer.ndjson import lines_of, validate_block
@@ -34,10 +34,7 @@ from worker.contract import QUEUE_BULK, ApplyBatch, CountStep
 from worker.logs import trace_id_var
 from worker.publish import EnqueueFailed, Publisher
 from worker.settings import Settings
-from worker.store import AudienceArchived as StoreArchived
-from worker.store import AudienceMissing as StoreMissing
-from worker.store import AudienceNotReady as StoreNotReady
-from worker.store import Store
+from worker.store import AudienceMissing, Store, StoreError
 from worker.webhooks import callback_problem
 
 MAX_PROBLEMS = 100
@@ -78,16 +75,16 @@ class Producer:
         """The audience exists in the account and takes membership updates now."""
         meta = self.store.audience_meta(account, audience_id)
         if meta is None:
-            raise NotFound(f"No audience {audience_id!r} in this account.")
+            raise no_audience(audience_id)
         if meta["status"] == "archived":
-            raise _archived()
+            raise archived()
         if replace and self.store.replace_running(audience_id):
-            raise _not_ready()
+            raise not_ready()
 
     def start_count(self, account: str, audience_id: str) -> str:
         """Start an asynchronous count of the targetable members; returns its token."""
         if not self.store.audience_exists(account, audience_id):
-            raise NotFound(f"No audience {audience_id!r} in this account.")
+            raise no_audience(audience_id)
         token = new_token()
         filter_rev = self.store.start_count(account, audience_id, token)
         step = CountStep(
@@ -177,7 +174,7 @@ class Producer:
             self.store.stage_batch(audience_id, child, 0, batch.payload)
             try:
                 self._accept_and_enqueue(account, audience_id, child, [1], 1, 0, kind="erase")
-            except NotFound:
+            except AudienceMissing:
                 continue  # deleted meanwhile: nothing to erase there
             children.append((audience_id, child))
         self.store.create_erasure(account, token, children)
@@ -311,13 +308,9 @@ class Producer:
                 batch_sizes=batch_sizes,
                 kind=kind,
             )
-        except (StoreNotReady, StoreMissing, StoreArchived) as exc:
+        except StoreError:
             self.store.drop_staged(audience_id, token, len(batch_sizes))
-            if isinstance(exc, StoreMissing):
-                raise NotFound(f"No audience {audience_id!r} in this account.") from None
-            if isinstance(exc, StoreArchived):
-                raise _archived() from None
-            raise _not_ready() from None
+            raise
         messages = [
             ApplyBatch(audience_id=audience_id, token=token, batch=n, base=base)
             for n, base in enumerate(bases)
@@ -335,14 +328,6 @@ def _queue_down() -> ServiceUnavailable:
     return ServiceUnavailable(
         "The queue is unreachable; nothing was accepted. Retry after a few seconds."
     )
-
-
-def _archived() -> AudienceArchived:
-    return AudienceArchived("The audience is archived; set its status back to active to update it.")
-
-
-def _not_ready() -> AudienceNotReady:
-    return AudienceNotReady("A replace is running on this audience; retry once it has swapped in.")
 
 
 def _invalid_members(exc: PydanticValidationError) -> ApiError:

@@ -13,8 +13,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from producer.api.responses import Json
-from producer.errors import ApiError, ServiceUnavailable
+from producer.errors import ApiError, InternalError, ServiceUnavailable, from_store
 from producer.validation import Problem
+from worker.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,10 @@ def install(app: FastAPI) -> None:
     async def _api_error(request: Request, exc: ApiError) -> Json:
         return error_response(request, exc)
 
+    @app.exception_handler(StoreError)
+    async def _store_refused(request: Request, exc: StoreError) -> Json:
+        return error_response(request, from_store(exc))
+
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(request: Request, exc: RequestValidationError) -> Json:
         problems = [
@@ -104,9 +109,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Json:
         log.exception("unexpected error", extra={"path_template": _route(request)})
-        error = ApiError(
+        error = InternalError(
             "Something went wrong on our side; nothing was accepted. Retry, and "
             "quote the trace id if it keeps failing."
         )
-        error.status, error.code = 500, "internal_error"
         return error_response(request, error)

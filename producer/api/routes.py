@@ -15,14 +15,12 @@ from producer.api import schemas as S
 from producer.api.auth import Reader, Writer
 from producer.api.responses import Json
 from producer.errors import (
-    AudienceExists,
-    AudienceNotReady,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
-    PreconditionFailed,
     ServiceUnavailable,
     UnsupportedMediaType,
+    no_audience,
 )
 from producer.submit import DryRun, Producer
 from producer.validation import Problem
@@ -50,26 +48,9 @@ def _producer(request: Request) -> Producer:
     return request.app.state.producer  # type: ignore[no-any-return]
 
 
-def _not_found(audience_id: str) -> NotFound:
-    return NotFound(f"No audience {audience_id!r} in this account.")
-
-
-async def _call_store(audience_id: str, fn: Any, *args: Any) -> Any:
-    """Run a store call in a thread, mapping its refusals to API errors."""
-    try:
-        return await to_thread.run_sync(functools.partial(fn, *args))
-    except store_errors.AudienceMissing:
-        raise _not_found(audience_id) from None
-    except store_errors.AudienceNotReady:
-        raise AudienceNotReady(
-            "A replace is running on this audience; retry once it has swapped in."
-        ) from None
-    except store_errors.PreconditionFailed:
-        raise PreconditionFailed(
-            "If-Match does not match the audience's current ETag; GET it again and retry."
-        ) from None
-    except store_errors.AudienceExists as exc:
-        raise AudienceExists(f"An audience named {exc.args[0]!r} already exists.") from None
+async def _call_store(fn: Any, *args: Any) -> Any:
+    """Run a store call in a thread (its refusals reach the envelope as they are)."""
+    return await to_thread.run_sync(functools.partial(fn, *args))
 
 
 def _require_media(request: Request, media: str) -> None:
@@ -109,7 +90,7 @@ async def _audience_response(
 ) -> Json:
     view = await to_thread.run_sync(_store(request).get_audience, account, audience_id)
     if view is None:
-        raise _not_found(audience_id)
+        raise no_audience(audience_id)
     audience, etag = view
     return Json(audience, status_code=status, headers={"ETag": etag})
 
@@ -126,7 +107,6 @@ async def create_audience(request: Request, key: Writer) -> Json:
     _require_media(request, JSON)
     fields = audience_input.parse_create(await _read_body(request))
     audience = await _call_store(
-        "",
         _store(request).create_audience,
         key.account,
         fields["name"],
@@ -173,7 +153,6 @@ async def patch_audience(
     _require_media(request, JSON)
     changes = audience_input.parse_patch(await _read_body(request))
     await _call_store(
-        audience_id,
         _store(request).update_audience,
         key.account,
         audience_id,
@@ -191,9 +170,7 @@ async def patch_audience(
 async def delete_audience(
     request: Request, audience_id: str, key: Writer, if_match: IfMatch = None
 ) -> Response:
-    await _call_store(
-        audience_id, _store(request).delete_audience, key.account, audience_id, if_match
-    )
+    await _call_store(_store(request).delete_audience, key.account, audience_id, if_match)
     return Response(status_code=204)
 
 
@@ -313,7 +290,7 @@ async def list_members(
 
     def page() -> dict[str, Any]:
         if not store.audience_exists(key.account, audience_id):
-            raise _not_found(audience_id)
+            raise no_audience(audience_id)
         members, next_cursor = store.scan_members(audience_id, cursor, limit)
         return {"members": members, "next_cursor": next_cursor}
 
@@ -330,7 +307,7 @@ async def get_member(request: Request, audience_id: str, member_id: str, key: Re
     def lookup() -> dict[str, Any]:
         meta = store.audience_meta(key.account, audience_id)
         if meta is None:
-            raise _not_found(audience_id)
+            raise no_audience(audience_id)
         stored = store.get_member_stored(audience_id, member_id)
         if stored is None:
             raise NotFound("That id is not a member of this audience.")

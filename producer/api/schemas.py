@@ -10,44 +10,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from producer.errors import catalogue
 from producer.validation import MEMBERS_BODY
 from worker.contract import TokenState
 
-ERROR_CODES: dict[int, list[str]] = {
-    400: [
-        "validation_error",
-        "too_many_ids",
-        "invalid_json",
-        "name_too_long",
-        "invalid_name",
-        "description_too_long",
-        "invalid_description",
-        "invalid_status",
-        "empty_update",
-        "unknown_field",
-        "invalid_group_operator",
-        "empty_filter_group",
-        "invalid_condition_field",
-        "invalid_condition_operator",
-        "missing_condition_value",
-        "invalid_condition_value",
-        "invalid_time_unit",
-        "filter_too_deep",
-        "filter_too_large",
-        "invalid_filter",
-    ],
-    401: ["unauthorized"],
-    403: ["forbidden"],
-    404: ["not_found"],
-    405: ["method_not_allowed"],
-    409: ["audience_exists", "audience_archived", "audience_not_ready", "idempotency_key_in_use"],
-    412: ["precondition_failed"],
-    413: ["payload_too_large"],
-    415: ["unsupported_media_type"],
-    422: ["idempotency_key_reused"],
-    429: ["rate_limited"],
-    503: ["service_unavailable", "store_full"],
-}
+ERROR_CODES = catalogue()
 
 BATCH_EXAMPLE = {
     "ids": [
@@ -213,7 +180,7 @@ def error_response(status: int) -> dict[str, Any]:
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The envelope, documented for each status a route can answer, with its codes."""
-    common = (401, 429, 503)
+    common = (401, 429, 500, 503)
     return {status: error_response(status) for status in sorted({*statuses, *common})}
 
 

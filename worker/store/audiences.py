@@ -124,14 +124,14 @@ class Audiences(StoreBase):
                     return page, upper[1:]
         return page, None
 
-    def _guarded(self, result: list[Any]) -> Any:
+    def _guarded(self, audience_id: str, result: list[Any]) -> Any:
         outcome = text(result[0])  # ok | not_found | not_ready | precondition_failed
         if outcome == "not_found":
-            raise AudienceMissing()
+            raise AudienceMissing(audience_id)
         if outcome == "not_ready":
-            raise AudienceNotReady()
+            raise AudienceNotReady(audience_id)
         if outcome == "precondition_failed":
-            raise PreconditionFailed()
+            raise PreconditionFailed(audience_id)
         return result[1]
 
     def update_audience(
@@ -140,7 +140,7 @@ class Audiences(StoreBase):
         """Apply ``changes`` (name, description, status, filter) under If-Match."""
         meta = self.audience_meta(account, audience_id)
         if meta is None:
-            raise AudienceMissing()
+            raise AudienceMissing(audience_id)
         new_name = changes.get("name")
         renamed = new_name is not None and new_name != meta["name"]
         names = keys.account_names(account)
@@ -160,6 +160,7 @@ class Audiences(StoreBase):
         )
         try:
             old_name = self._guarded(
+                audience_id,
                 self.scripts.patch_audience(
                     keys=[keys.audience_meta(audience_id), keys.replace(audience_id)],
                     args=[
@@ -170,7 +171,7 @@ class Audiences(StoreBase):
                         *sets,
                         "--",
                     ],
-                )
+                ),
             )
         except StoreError:
             # A concurrent rename of this audience to the same name may have won meanwhile:
@@ -193,10 +194,11 @@ class Audiences(StoreBase):
         """Delete an audience and free every key it used."""
         name = text(
             self._guarded(
+                audience_id,
                 self.scripts.delete_audience(
                     keys=[keys.audience_meta(audience_id), keys.replace(audience_id)],
                     args=[account, _etag_value(if_match)],
-                )
+                ),
             )
         )
         self._release_name(keys.account_names(account), name or "", audience_id)

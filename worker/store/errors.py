@@ -4,7 +4,12 @@ from __future__ import annotations
 
 
 class StoreError(Exception):
-    """Base of the store's refusals."""
+    """Base of the store's refusals; ``subject`` is the audience id (a name for
+    :class:`AudienceExists`)."""
+
+    def __init__(self, subject: str = "") -> None:
+        super().__init__(subject)
+        self.subject = subject
 
 
 class AudienceExists(StoreError):

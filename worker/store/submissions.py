@@ -101,7 +101,9 @@ class Submissions(StoreBase):
         )
         if first < 0:
             self.r.delete(keys.token_index(token_id))
-            raise {-1: AudienceNotReady, -2: AudienceMissing, -3: AudienceArchived}[first]()
+            raise {-1: AudienceNotReady, -2: AudienceMissing, -3: AudienceArchived}[first](
+                audience_id
+            )
         self.register_for_reconcile(audience_id)
         bases, base = [], first
         for size in batch_sizes:
