@@ -189,7 +189,7 @@ def _mark(value: float | None, target: float) -> str:
 
 
 def print_table(results: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(width=180)
     limit = results["store_limit"]["ids_per_s"]
     table = Table(
         title=f"Payload shapes: {results['meta']['ops_per_shape']:,} ops each; store limit "

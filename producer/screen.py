@@ -57,13 +57,13 @@ class _Add(Struct, tag_field="action", tag="add", forbid_unknown_fields=True, gc
     attributes: Annotated[dict[str, _Value], Meta(max_length=MAX_ATTRIBUTES)] = field(
         default_factory=dict
     )
-    line: ClassVar[bytes] = b"+%s\t%s\n"
+    line: ClassVar[bytes] = b"+%s\t{%s}\n"
 
 
 class _Remove(Struct, tag_field="action", tag="remove", forbid_unknown_fields=True, gc=False):
     id: _Id
     attributes: ClassVar[dict[str, Any]] = {}  # never written to: removes carry none
-    line: ClassVar[bytes] = b"-%s\t%s\n"
+    line: ClassVar[bytes] = b"-%s\t%.0s\n"
 
 
 class _Body(Struct, forbid_unknown_fields=True):
@@ -126,15 +126,25 @@ def _encode(ops: list[_Add | _Remove]) -> Screened | None:
         ids: list[str] = list(map(_ID, ops))
         # No id holds a newline (JSON text cannot, and an escaped one was screened out).
         id_bytes = "\n".join(ids).encode().split(b"\n")
-        # One comprehension: orjson's results are freed at once (kept alive, they are slow).
-        dumps = orjson.dumps
-        lines = [
-            line % (member_id, dumps(a) if a else b"")
-            for line, member_id, a in zip(map(_LINE, ops), id_bytes, attrs, strict=True)
-        ]
+        inners = _inner_objects(attrs)
     except (ValueError, orjson.JSONEncodeError):
         return None  # UnicodeEncodeError (a lone surrogate) is a ValueError too
+    lines = list(map(bytes.__mod__, map(_LINE, ops), zip(id_bytes, inners, strict=True)))
+    if b"" in inners:  # an add without attributes stores nothing after its tab
+        lines = [line.replace(b"\t{}\n", b"\t\n") for line in lines]
     return ids, lines
+
+
+def _inner_objects(attrs: list[dict[str, Any]]) -> list[bytes]:
+    """Each dict as orjson writes it, without its braces, from one ``orjson.dumps``.
+
+    The list is written ``[{...},{...}]``: cut at ``},{`` it gives one part per dict,
+    unless a string holds ``},{`` (more parts), when each dict is written alone.
+    """
+    inners = orjson.dumps(attrs)[2:-2].split(b"},{")
+    if len(inners) == len(attrs):
+        return inners
+    return [orjson.dumps(a)[1:-1] for a in attrs]
 
 
 def _names_ok(names: set[str]) -> bool:
@@ -160,8 +170,11 @@ def _apply_typed(attrs: list[dict[str, Any]], name: str, rule: Callable[[Any], s
     Raises ValueError (the caller hands over to the precise path) on a value that is not
     a string or that the rule refuses.
     """
-    holders = list(filter(methodcaller("__contains__", name), attrs))
-    values = list(map(itemgetter(name), holders))
+    try:
+        holders, values = attrs, list(map(itemgetter(name), attrs))
+    except KeyError:  # not every op has it
+        holders = list(filter(methodcaller("__contains__", name), attrs))
+        values = list(map(itemgetter(name), holders))
     if not set(map(type, values)) <= {str}:
         raise ValueError("a typed attribute holds a non-string")
     distinct = set(values)
