@@ -4,7 +4,7 @@ One msgspec decode into typed structs (lengths and ranges as constraints, no per
 regular expression), then checks over the whole request at once: one scan of the raw
 bytes for control characters, each distinct attribute name checked once, each distinct
 typed value (``date(x)``, ``url(x)``) checked or normalised once. The payload lines are
-then built with C-level maps, no Python loop per op.
+then built from one ``orjson.dumps`` of every op's attributes, with C-level maps.
 
 It is a conservative screen, not a second set of rules: it accepts only input that the
 schema in :mod:`producer.validation` and :func:`producer.validation.check_attributes`
