@@ -149,7 +149,7 @@ def ingest_ndjson(
         status = wait_applied(http, token)
         finished = time.perf_counter()
     counts = status["counts"]
-    if counts["added"] + counts["superseded"] + counts["deduplicated"] != ops:
+    if counts["added"] + counts["removed"] + counts["superseded"] + counts["deduplicated"] != ops:
         raise BenchError(f"upload counts do not add up: {counts}")
     return {
         "ops": ops,

@@ -54,18 +54,25 @@ def lww_keys(prefix: str) -> list[str]:
 
 
 def write_lww(
-    r: redis.Redis, prefix: str, batches: Sequence[tuple[list[str], list[bytes]]]
+    r: redis.Redis,
+    prefix: str,
+    batches: Sequence[tuple[list[str], list[bytes]]],
+    acts: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Apply every batch (all adds) through ``reference.lua``; ids/s and server time."""
+    """Apply every batch through ``reference.lua``; ids/s and server time.
+
+    ``acts`` holds each batch's ``+``/``-`` per op; all adds by default.
+    """
     sha = r.script_load(SCRIPT)
     keys = lww_keys(prefix)
     conn = r.connection_pool.get_connection()
     try:
         packed, version = [], 1
-        for ids, attrs in batches:
+        for n, (ids, attrs) in enumerate(batches):
+            signs = acts[n] if acts is not None else "+" * len(ids)
             packed.append(
                 conn.pack_command(  # type: ignore[no-untyped-call]
-                    "EVALSHA", sha, 3, *keys, version, "+" * len(ids), *ids, *attrs
+                    "EVALSHA", sha, 3, *keys, version, signs, *ids, *attrs
                 )
             )
             version += len(ids)

@@ -73,7 +73,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
             "ops/s",
         ),
         Target(
-            "Producer alone, NDJSON (validate_block+encode+dedup)",
+            "Producer alone, NDJSON (encode_block+dedup)",
             _get(results, "producer", "ndjson", "ops_per_s"),
             ">=",
             500_000,

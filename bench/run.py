@@ -2,6 +2,7 @@
 
     python -m bench [--quick] [--out DIR] [--skip-5m] [--profile]
                     [--appendfsync everysec] [--separate-broker]
+    python -m bench --matrix [--quick]   (the payload shapes: see bench.matrix)
 
 The stack is the product's own: a private Valkey (AOF, appendfsync always, as shipped)
 under a temporary directory on a free port, ``python -m producer.cli worker
@@ -17,8 +18,8 @@ under a temporary directory on a free port, ``python -m producer.cli worker
    (a fork changes hash-table growth, so speed and bytes per member).
 3. Fairness: during (1a) and (1b), a 100-op update to another audience every 0.3 s,
    submit -> APPLIED (polled every 20 ms): p50/p99/max.
-4. Producer alone, in-process: MEMBERS_BODY.validate_json + encode_ops + deduplicate on
-   10,000-op bodies, and validate_block + encode_ops + deduplicate on NDJSON blocks.
+4. Producer alone, in-process: encode_body + deduplicate on 10,000-op bodies, and
+   encode_block + deduplicate on NDJSON blocks.
 5. Memory: the used_memory delta (less client and AOF buffers) per member after (1), and
    id-only members against a plain SET of the same ids.
 6. Growth: NDJSON uploads of 100k, 1M and 5M ops (``--skip-5m`` leaves out 5M).
@@ -369,6 +370,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--matrix" in argv:
+        from bench import matrix
+
+        return matrix.main([a for a in argv if a != "--matrix"])
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=__doc__,

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any
 
 import orjson
 
-from producer.validation import MAX_STRING, CompactOps, Problem, check_attributes
-
-# Compact ops are (action initial, id, attributes) bytes; %.0s drops the initial.
-_LINE_FORMATS = {b"a": b"%.0s+%s\t%s\n", b"r": b"%.0s-%s\t%s\n"}
-_ACTION, _ID = itemgetter(0), itemgetter(1)
+from producer.screen import screen_body
+from producer.validation import MAX_STRING, MEMBERS_BODY, Problem, check_attributes
 
 
 @dataclass(slots=True)
@@ -44,10 +40,20 @@ class Encoded:
     problems: list[tuple[int, Problem]] = field(default_factory=list)
 
 
+def encode_body(body: bytes) -> Encoded:
+    """Encode a ``{"ids": [...]}`` members body: the screen, else the precise path.
+
+    Raises pydantic's ValidationError when the body breaks the schema; the Python-side
+    rules' problems are in the result's ``problems``.
+    """
+    screened = screen_body(body)
+    if screened is not None:
+        return Encoded(*screened)
+    return encode_ops(MEMBERS_BODY.validate_json(body)["ids"])
+
+
 def encode_ops(ops: Sequence[dict[str, Any]]) -> Encoded:
     """Encode every op (all are checked, even those a later op will supersede)."""
-    if isinstance(ops, CompactOps):
-        return _encode_compact(ops)
     out = Encoded()
     ids, lines = out.ids, out.lines
     dumps = orjson.dumps
@@ -65,20 +71,6 @@ def encode_ops(ops: Sequence[dict[str, Any]]) -> Encoded:
             blob = dumps(stored) if stored else b""
         lines.append(b"+" + member_id.encode() + b"\t" + blob + b"\n")
     return out
-
-
-def _encode_compact(ops: CompactOps) -> Encoded:
-    """Ops the fast path validated: their lines straight from the input's bytes.
-
-    Their attributes text is already what ``orjson.dumps`` writes for them and none
-    needs the Python rules, so the lines are formatted without a Python-level loop.
-    """
-    fields = ops.fields
-    formats = map(_LINE_FORMATS.__getitem__, map(_ACTION, fields))
-    lines = list(map(bytes.__mod__, formats, fields))
-    # Ids are ASCII without newlines (the fast path admits nothing else).
-    ids = b"\n".join(map(_ID, fields)).decode("ascii").split("\n") if fields else []
-    return Encoded(ids, lines)
 
 
 def deduplicate(encoded: Encoded) -> Batch:

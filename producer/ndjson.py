@@ -12,8 +12,10 @@ from typing import Any, cast
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
+from producer.batching import Encoded, encode_ops
 from producer.errors import PayloadTooLarge
-from producer.validation import OPS, CompactOps, Op, Problem, compact_lines, problems_from
+from producer.screen import screen_lines
+from producer.validation import OPS, Op, Problem, problems_from
 
 ONE_OP: TypeAdapter[Any] = TypeAdapter(Op)
 
@@ -65,21 +67,34 @@ def _as_array(lines: list[bytes]) -> list[dict[str, Any]]:
     return cast(list[dict[str, Any]], OPS.validate_json(b"[" + b",\n".join(lines) + b"]"))
 
 
+def encode_block(lines: list[bytes], first_line: int) -> tuple[Encoded, list[Problem]]:
+    """Encode lines ``first_line ..``: the screen, else the precise path.
+
+    Returns the encoded ops and every problem, located by line (the field in ``field``).
+    """
+    screened = screen_lines(lines)
+    if screened is not None:
+        return Encoded(*screened), []
+    ops, problems = validate_block(lines, first_line)
+    if problems:
+        return Encoded(), problems
+    encoded = encode_ops(ops)
+    return encoded, [
+        Problem(f"line {first_line + index}", p.code, p.message, p.loc)
+        for index, p in encoded.problems
+    ]
+
+
 def validate_block(
     lines: list[bytes], first_line: int
-) -> tuple[list[dict[str, Any]] | CompactOps, list[Problem]]:
-    """Validate lines ``first_line ..``; returns the ops and the problems, by line.
+) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """The precise path: validate lines ``first_line ..``; the ops and the problems, by line.
 
-    Fastest path: every line is one op in compact form (see
-    :func:`producer.validation.compact_lines`). Fast path: one validation of the block
-    as a JSON array. Lines are joined with a raw newline, which cannot occur inside a
-    JSON string, and each must start with ``{`` and end with ``}``; so a valid array
-    with as many ops as lines means each line held exactly one op. Otherwise each line
-    is validated alone for exact errors.
+    Fast case: one validation of the block as a JSON array. Lines are joined with a raw
+    newline, which cannot occur inside a JSON string, and each must start with ``{`` and
+    end with ``}``; so a valid array with as many ops as lines means each line held
+    exactly one op. Otherwise each line is validated alone for exact errors.
     """
-    compact = compact_lines(lines, lambda: _as_array(lines))
-    if compact is not None:
-        return compact, []
     if all(_is_one_object(line) for line in lines):
         try:
             ops: list[dict[str, Any]] = _as_array(lines)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from anyio import to_thread
 from pydantic import ValidationError as PydanticValidationError
 
-from producer.batching import Batch, deduplicate, encode_ops
+from producer.batching import Batch, deduplicate, encode_body, encode_ops
 from producer.errors import (
     ApiError,
     InvalidRequest,
@@ -27,7 +27,7 @@ from producer.errors import (
     not_ready,
 )
 from producer.metrics import OPS_ACCEPTED
-from producer.ndjson import lines_of, validate_block
+from producer.ndjson import encode_block, lines_of
 from producer.validation import MAX_OPS_PER_REQUEST, MEMBERS_BODY, Problem, problems_from
 from worker.broker import queue_for
 from worker.contract import QUEUE_BULK, ApplyBatch, CountStep
@@ -126,10 +126,9 @@ class Producer:
         self.require_audience(account, audience_id)
         self.check_callback(callback_url)
         try:
-            parsed = MEMBERS_BODY.validate_json(body)
+            encoded = encode_body(body)
         except PydanticValidationError as exc:
             raise _invalid_members(exc) from None
-        encoded = encode_ops(parsed["ids"])
         if encoded.problems:
             raise InvalidRequest(
                 "Some ops are invalid; nothing was accepted. Fix them and send the request again.",
@@ -262,13 +261,7 @@ class Producer:
     def _take_block(self, audience_id: str, upload: _Upload, lines: list[bytes]) -> None:
         first_line = upload.received + 1
         upload.received += len(lines)
-        ops, problems = validate_block(lines, first_line)
-        if not problems:
-            encoded = encode_ops(ops)
-            problems = [
-                Problem(f"line {first_line + index}", p.code, p.message, p.loc)
-                for index, p in encoded.problems
-            ]
+        encoded, problems = encode_block(lines, first_line)
         upload.problems.extend(problems)
         if upload.problems:
             return  # Invalid: nothing more is staged; keep reading only to report problems.

@@ -1,4 +1,4 @@
-"""Validation of member operations.
+"""Validation of member operations: the rules, and the precise path that reports problems.
 
 The shape of every op is checked by one pydantic-core schema over the raw JSON bytes
 (no model object per op). The few rules a schema cannot say cheaply are checked in
@@ -6,23 +6,16 @@ Python only on the rare ops that need them: typed attributes (``date(x)``, ``url
 and string values longer than 300 characters, found by looking at each op's encoded
 attributes, which are encoded anyway for the batch payload.
 
-Fast path: most bodies come from a JSON encoder in its compact form (no whitespace, keys
-in the order action, id, attributes, ASCII text, integers, strings and booleans). For
-those, one regular expression over the raw bytes proves every op valid, and a second
-picks out each op's action, id and attributes text, so no Python object is built per op
-(see :class:`CompactOps`). The expression admits only input the schema and the Python
-rules accept and that orjson re-encodes byte for byte, so the payload is the same; any
-other input (floats, typed attributes, non-ASCII, whitespace, any error) takes the schema
-path, whose results and errors are unchanged.
+Every request first goes through :mod:`producer.screen`, a conservative screen that
+accepts only what this path accepts; this path runs when the screen is unsure, and
+gives the exact problems of invalid input.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, NotRequired, cast, overload
+from typing import Annotated, Any, Literal, NotRequired
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -94,129 +87,7 @@ class MembersBody(TypedDict):
     ids: Annotated[list[Op], Field(min_length=1, max_length=MAX_OPS_PER_REQUEST)]
 
 
-# --- fast path for compact input -----------------------------------------------------------
-# Text JSON holds as is: printable ASCII but " and \ (so no escape, no control character).
-_CHAR = r"[\x20\x21\x23-\x5b\x5d-\x7e]"
-_STRING = rf'"{_CHAR}{{0,{MAX_STRING}}}+"'
-# Strings of at most 300 characters, booleans, integers of at most 18 digits written as
-# orjson writes them (no -0, no leading zero), arrays of such strings. Floats, null, longer
-# numbers and strings take the schema path.
-_VALUE = (
-    rf"(?>{_STRING}|true|false|0|-?[1-9][0-9]{{0,17}}+"
-    rf"|\[(?:{_STRING}(?:,{_STRING}){{0,{MAX_ARRAY - 1}}}+)?\])"
-)
-
-
-def _attributes_pattern() -> str:
-    """1..15 plain names (typed ones take the schema path), each unlike every earlier one."""
-    pattern = ""
-    for i in range(MAX_ATTRIBUTES, 0, -1):
-        unlike = "".join(f'(?!(?P=k{j})")' for j in range(1, i))
-        pair = f'"{unlike}(?P<k{i}>[a-z0-9_]{{1,30}}+)":{_VALUE}'
-        pattern = pair + (f"(?:,{pattern})?" if pattern else "")
-    return r"\{" + pattern + r"\}"
-
-
-_ID = rf"{_CHAR}{{1,{MAX_ID}}}+"
-_OP = (
-    rf'\{{"action":"(?:add","id":"{_ID}"(?:,"attributes":{_attributes_pattern()})?'
-    rf'|remove","id":"{_ID}")\}}'
-)
-_COMPACT_BODY = re.compile(rf'\{{"ids":\[(?:{_OP}(?:,(?=\{{)|(?=\]\}}\Z)))+\]\}}'.encode())
-_COMPACT_LINES = re.compile(rf"(?:{_OP}(?:\n(?=\{{)|\Z))+".encode())
-# Over input the above matched: each op's action initial, id and attributes text.
-_PAIR = f'"[a-z0-9_]{{1,30}}+":{_VALUE}'
-_FIELDS = re.compile(
-    rf'\{{"action":"(a|r)(?:dd|emove)","id":"({_ID})"'
-    rf'(?:,"attributes":(\{{{_PAIR}(?:,{_PAIR}){{0,{MAX_ATTRIBUTES - 1}}}+\}}))?\}}'.encode()
-)
-
-
-class CompactOps(Sequence[dict[str, Any]]):
-    """Ops the fast path proved valid, kept as each op's (action initial, id, attributes)
-    bytes for :func:`producer.batching.encode_ops`; ``b""`` when an add has no attributes.
-
-    Read as a sequence of dicts, it is exactly what the schema returns for the same input
-    (built by the schema, once, on first use).
-    """
-
-    __slots__ = ("_ops", "_source", "fields")
-
-    def __init__(
-        self, fields: list[tuple[bytes, bytes, bytes]], source: Callable[[], list[Any]]
-    ) -> None:
-        self.fields = fields
-        self._source = source
-        self._ops: list[dict[str, Any]] | None = None
-
-    def _list(self) -> list[dict[str, Any]]:
-        if self._ops is None:
-            self._ops = list(self._source())
-        return self._ops
-
-    def __len__(self) -> int:
-        return len(self.fields)
-
-    @overload
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
-
-    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
-        return self._list()[index]
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self._list())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, CompactOps):
-            other = other._list()
-        return self._list() == other
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return repr(self._list())
-
-
-def compact_body(body: bytes, schema: Callable[[], list[Any]]) -> CompactOps | None:
-    """The ops of a ``{"ids": [...]}`` body in compact form, or None (use the schema)."""
-    if not body.startswith(b'{"ids":[{"action":"') or _COMPACT_BODY.fullmatch(body) is None:
-        return None
-    fields = _FIELDS.findall(body, 8)
-    # Ops are separated by '},{"action":"' and nothing else is (no string holds a quote).
-    if len(fields) > MAX_OPS_PER_REQUEST or len(fields) != body.count(b'},{"action":"') + 1:
-        return None
-    return CompactOps(fields, schema)
-
-
-def compact_lines(lines: list[bytes], schema: Callable[[], list[Any]]) -> CompactOps | None:
-    """The ops of NDJSON lines that are each one op in compact form, or None."""
-    joined = b"\n".join(lines)
-    if _COMPACT_LINES.fullmatch(joined) is None:
-        return None
-    fields = _FIELDS.findall(joined)
-    if len(fields) != len(lines):
-        return None
-    return CompactOps(fields, schema)
-
-
-class _MembersBodyAdapter(TypeAdapter[MembersBody]):  # type: ignore[misc]
-    """The schema, with the fast path in front of ``validate_json``."""
-
-    def validate_json(self, data: Any, /, **kwargs: Any) -> MembersBody:
-        if not kwargs and isinstance(data, bytes):
-            ops = compact_body(data, lambda: self._schema_json(data)["ids"])
-            if ops is not None:
-                return cast(MembersBody, {"ids": ops})
-        return self._schema_json(data, **kwargs)
-
-    def _schema_json(self, data: Any, **kwargs: Any) -> MembersBody:
-        return super().validate_json(data, **kwargs)
-
-
-MEMBERS_BODY = _MembersBodyAdapter(MembersBody)
+MEMBERS_BODY = TypeAdapter(MembersBody)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +182,7 @@ def problems_from(exc: PydanticValidationError) -> list[Problem]:
     return list(problems.values())
 
 
-def _normalise_date(value: Any) -> str:
+def normalise_date(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("a date(...) attribute takes an ISO-8601 date-time string")
     parsed = datetime.fromisoformat(value)
@@ -323,7 +194,7 @@ def _normalise_date(value: Any) -> str:
         raise ValueError("the date-time falls outside years 1-9999 in UTC") from None
 
 
-def _check_url(value: Any) -> str:
+def check_url(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("a url(...) attribute takes a string")
     parts = urlsplit(value)
@@ -363,7 +234,7 @@ def check_attributes(attrs: dict[str, Any]) -> tuple[dict[str, Any], list[Proble
             if name.startswith("date(") or name.startswith("url("):
                 if value == "":
                     continue
-                stored[name] = _normalise_date(value) if name[0] == "d" else _check_url(value)
+                stored[name] = normalise_date(value) if name[0] == "d" else check_url(value)
             elif _too_long(value):
                 raise ValueError(f"strings are at most {MAX_STRING} characters")
             else:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterable
 import pytest
 
 from producer.errors import PayloadTooLarge
-from producer.ndjson import lines_of, validate_block
+from producer.ndjson import encode_block, lines_of, validate_block
 
 MAX_LINE = 16
 
@@ -150,8 +150,32 @@ def test_valid_block_takes_the_fast_path() -> None:
 
 
 def _problems(lines: list[bytes], first_line: int) -> list[tuple[str, str, str | None]]:
-    _, problems = validate_block(lines, first_line)
+    """The problems an upload reports for a block (the one path, ``encode_block``)."""
+    _, problems = encode_block(lines, first_line)
     return [(p.loc, p.code, p.field) for p in problems]
+
+
+def test_valid_block_is_encoded_as_the_precise_path_encodes_it() -> None:
+    """encode_block of valid lines: no problem, the payload lines encode_ops gives."""
+    lines = [ADD_A, REMOVE_B, b"  " + ADD_A + b"  "]
+    encoded, problems = encode_block(lines, 1)
+    assert problems == []
+    assert encoded.lines == [b'+a\t{"n":1}\n', b"-b\t\n", b'+a\t{"n":1}\n']
+    assert encoded.ids == ["a", "b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("attributes", "field"),
+    [
+        (b'{"date(d)":"never"}', "attributes.date(d)"),
+        (b'{"url(u)":"ftp://x"}', "attributes.url(u)"),
+        (b'{"s":"' + b"a" * 301 + b'"}', "attributes.s"),
+    ],
+)
+def test_python_rule_problem_is_located_by_line_and_field(attributes: bytes, field: str) -> None:
+    """Rules the schema leaves to Python are located by line too, field relative to the op."""
+    line = b'{"action":"add","id":"a","attributes":' + attributes + b"}"
+    assert _problems([ADD_A, line], 7) == [("line 8", "invalid_attribute_value", field)]
 
 
 @pytest.mark.parametrize(

@@ -1,20 +1,24 @@
-"""Op validation: the schema (``MEMBERS_BODY``), its problems and the Python-side rules.
+"""Op validation: the rules, their problems and their locations.
 
-Each body goes through the same three steps as a JSON members request: the schema over
-the raw bytes, ``problems_from`` for its errors, then ``encode_ops`` for the rules the
-schema leaves to Python (typed attributes, strings over 300 characters).
+Each body goes through ``encode_body``, the one path a JSON members request takes (the
+screen, else the schema, ``problems_from`` for its errors and ``encode_ops`` for the
+rules the schema leaves to Python), and must get the same answer from the precise path
+alone: the screen changes no rule.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from producer.batching import encode_ops
+from producer.batching import Encoded, encode_body, encode_ops
 from producer.validation import MAX_OPS_PER_REQUEST, MEMBERS_BODY, problems_from
+
+Outcome = tuple[list[bytes], list[tuple[str, str]]]
 
 BATCH_EXAMPLE = (
     b'{"ids":[{"action":"add","id":"CUSTOM-ID-1","attributes":{"att1":3,"att2":"string",'
@@ -26,15 +30,24 @@ def _body(ops: list[dict[str, Any]]) -> bytes:
     return json.dumps({"ids": ops}).encode()
 
 
-def check(body: bytes) -> tuple[list[bytes], list[tuple[str, str]]]:
-    """(payload lines, sorted unique (loc, code) problems), as a members request sees them."""
+def _outcome(encode: Callable[[bytes], Encoded], body: bytes) -> Outcome:
     try:
-        parsed = MEMBERS_BODY.validate_json(body)
+        encoded = encode(body)
     except ValidationError as exc:
         return [], sorted({(p.loc, p.code) for p in problems_from(exc)})
-    encoded = encode_ops(parsed["ids"])
     problems = {(f"ids.{index}.{p.loc}", p.code) for index, p in encoded.problems}
     return encoded.lines, sorted(problems)
+
+
+def _precise(body: bytes) -> Encoded:
+    return encode_ops(MEMBERS_BODY.validate_json(body)["ids"])
+
+
+def check(body: bytes) -> Outcome:
+    """(payload lines, sorted unique (loc, code) problems), as a members request sees them."""
+    outcome = _outcome(encode_body, body)
+    assert outcome == _outcome(_precise, body)
+    return outcome
 
 
 def check_attrs(attrs: dict[str, Any]) -> tuple[list[bytes], list[tuple[str, str]]]:
@@ -346,9 +359,9 @@ def test_every_op_is_checked_even_when_superseded() -> None:
 def test_max_ops_accepted_one_more_is_too_long_at_ids() -> None:
     """10,000 ops are accepted; 10,001 fail with pydantic too_long at loc ("ids",)."""
     op = {"action": "add", "id": "a"}
-    assert len(MEMBERS_BODY.validate_json(_body([op] * MAX_OPS_PER_REQUEST))["ids"]) == 10_000
+    assert len(encode_body(_body([op] * MAX_OPS_PER_REQUEST)).ids) == 10_000
     with pytest.raises(ValidationError) as info:
-        MEMBERS_BODY.validate_json(_body([op] * (MAX_OPS_PER_REQUEST + 1)))
+        encode_body(_body([op] * (MAX_OPS_PER_REQUEST + 1)))
     assert any(e["type"] == "too_long" and e["loc"] == ("ids",) for e in info.value.errors())
 
 
@@ -358,7 +371,7 @@ def test_max_ops_accepted_one_more_is_too_long_at_ids() -> None:
 def test_body_without_ops_is_refused(body: bytes) -> None:
     """A body must be an object whose ids list holds at least one op."""
     with pytest.raises(ValidationError):
-        MEMBERS_BODY.validate_json(body)
+        encode_body(body)
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b'{"ids":[{"action":"add","id":"a"}]', b"nope"])
@@ -430,7 +443,7 @@ def test_problem_locations_are_as_the_client_wrote_them(
 def test_problem_detail_carries_loc_code_and_message() -> None:
     """A problem's detail has loc, code and a non-empty message (field only when set)."""
     with pytest.raises(ValidationError) as info:
-        MEMBERS_BODY.validate_json(_body([{"action": "remove", "id": "a", "attributes": {}}]))
+        encode_body(_body([{"action": "remove", "id": "a", "attributes": {}}]))
     (problem,) = problems_from(info.value)
     detail = problem.as_detail()
     assert detail["loc"] == "ids.0.attributes"

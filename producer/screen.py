@@ -1,0 +1,192 @@
+"""The screen every members body and NDJSON block goes through first.
+
+One msgspec decode into typed structs (lengths and ranges as constraints, no per-string
+regular expression), then checks over the whole request at once: one scan of the raw
+bytes for control characters, each distinct attribute name checked once, each distinct
+typed value (``date(x)``, ``url(x)``) checked or normalised once. The payload lines are
+then built from one ``orjson.dumps`` of every op's attributes, with C-level maps.
+
+It is a conservative screen, not a second set of rules: it accepts only input that the
+schema in :mod:`producer.validation` and :func:`producer.validation.check_attributes`
+accept, and returns what :func:`producer.batching.encode_ops` would encode for it. When
+it is unsure (a URL over 300 characters, any escaped control character, a plain name
+given twice in one request as ``x`` and ``date(x)``) or the input is invalid, it returns
+``None`` and the caller runs that precise path, which produces the exact problems. The
+limits it enforces are the same constants; the name and typed-value rules are the
+precise path's own functions, called once per distinct value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable
+from itertools import chain
+from operator import attrgetter, itemgetter, methodcaller
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+import orjson
+from msgspec import Meta, Struct, field
+
+from producer.validation import (
+    ATTRIBUTE_NAME,
+    MAX_ARRAY,
+    MAX_ATTRIBUTES,
+    MAX_ID,
+    MAX_OPS_PER_REQUEST,
+    MAX_STRING,
+    check_url,
+    normalise_date,
+)
+
+# Plain strings are held to 300 here; a longer url(...) value goes to the precise path.
+_String = Annotated[str, Meta(max_length=MAX_STRING)]
+_Value = (
+    _String
+    | bool
+    | Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+    | Annotated[float, Meta(ge=-1.7976931348623157e308, le=1.7976931348623157e308)]
+    | Annotated[list[_String], Meta(max_length=MAX_ARRAY)]
+)
+_Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID)]
+
+
+class _Add(Struct, tag_field="action", tag="add", forbid_unknown_fields=True, gc=False):
+    id: _Id
+    attributes: Annotated[dict[str, _Value], Meta(max_length=MAX_ATTRIBUTES)] = field(
+        default_factory=dict
+    )
+    line: ClassVar[bytes] = b"+%s\t{%s}\n"
+
+
+class _Remove(Struct, tag_field="action", tag="remove", forbid_unknown_fields=True, gc=False):
+    id: _Id
+    attributes: ClassVar[dict[str, Any]] = {}  # never written to: removes carry none
+    line: ClassVar[bytes] = b"-%s\t%.0s\n"
+
+
+class _Body(Struct, forbid_unknown_fields=True):
+    ids: list[_Add | _Remove]
+
+
+_BODY = msgspec.json.Decoder(_Body)
+_OP = msgspec.json.Decoder(_Add | _Remove)
+_NOT_SCREENED = (msgspec.DecodeError, msgspec.ValidationError)
+# JSON text cannot hold a raw control character, but a raw DEL or an escaped one it can:
+# a backslash after an even number of backslashes starts an escape.
+_CONTROL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\(?:[bfnrt]|u00[01][0-9a-fA-F]|u007[fF])")
+_ATTRIBUTE_NAME = re.compile(ATTRIBUTE_NAME)
+_ID, _ATTRIBUTES, _LINE = attrgetter("id"), attrgetter("attributes"), attrgetter("line")
+_known_names: set[str] = set()  # names seen valid; bounded by the names clients use
+_KNOWN_NAMES_LIMIT = 100_000
+
+Screened = tuple[list[str], list[bytes]]
+
+
+def screen_body(body: bytes) -> Screened | None:
+    """The ids and payload lines of a valid ``{"ids": [...]}`` body, or None."""
+    if _has_control(body):
+        return None
+    try:
+        ops = _BODY.decode(body).ids
+    except _NOT_SCREENED:
+        return None
+    if not 1 <= len(ops) <= MAX_OPS_PER_REQUEST:
+        return None
+    return _encode(ops)
+
+
+def screen_lines(lines: list[bytes]) -> Screened | None:
+    """The ids and payload lines of NDJSON lines that each hold one valid op, or None."""
+    if _has_control(b"\n".join(lines)):
+        return None
+    try:
+        ops = list(map(_OP.decode, lines))
+    except _NOT_SCREENED:
+        return None
+    return _encode(ops)
+
+
+def _has_control(data: bytes) -> bool:
+    return b"\x7f" in data or (b"\\" in data and _CONTROL_ESCAPE.search(data) is not None)
+
+
+def _encode(ops: list[_Add | _Remove]) -> Screened | None:
+    attrs: list[dict[str, Any]] = list(map(_ATTRIBUTES, ops))
+    names = set(chain.from_iterable(attrs))
+    if not _names_ok(names):
+        return None
+    try:
+        for name in names:
+            if name.startswith("date("):
+                _apply_typed(attrs, name, normalise_date)
+            elif name.startswith("url("):
+                _apply_typed(attrs, name, check_url)
+        ids: list[str] = list(map(_ID, ops))
+        # No id holds a newline (JSON text cannot, and an escaped one was screened out).
+        id_bytes = "\n".join(ids).encode().split(b"\n")
+        inners = _inner_objects(attrs)
+    except (ValueError, orjson.JSONEncodeError):
+        return None  # UnicodeEncodeError (a lone surrogate) is a ValueError too
+    lines = list(map(bytes.__mod__, map(_LINE, ops), zip(id_bytes, inners, strict=True)))
+    if b"" in inners:  # an add without attributes stores nothing after its tab
+        lines = [line.replace(b"\t{}\n", b"\t\n") for line in lines]
+    return ids, lines
+
+
+def _inner_objects(attrs: list[dict[str, Any]]) -> list[bytes]:
+    """Each dict as orjson writes it, without its braces, from one ``orjson.dumps``.
+
+    The list is written ``[{...},{...}]``: cut at ``},{`` it gives one part per dict,
+    unless a string holds ``},{`` (more parts), when each dict is written alone.
+    """
+    inners = orjson.dumps(attrs)[2:-2].split(b"},{")
+    if len(inners) == len(attrs):
+        return inners
+    return [orjson.dumps(a)[1:-1] for a in attrs]
+
+
+def _names_ok(names: set[str]) -> bool:
+    """Every name valid (each checked once per process), and no plain name that is also
+    given typed, as ``x`` and ``date(x)``, anywhere in the request."""
+    unknown = names - _known_names
+    if unknown:
+        if not all(map(_ATTRIBUTE_NAME.fullmatch, unknown)):
+            return False
+        if len(_known_names) < _KNOWN_NAMES_LIMIT:
+            _known_names.update(unknown)
+    typed = [name for name in names if "(" in name]
+    if typed:
+        plain = {name[name.index("(") + 1 : -1] for name in typed}
+        if len(plain) != len(typed) or not plain.isdisjoint(names):
+            return False
+    return True
+
+
+def _apply_typed(attrs: list[dict[str, Any]], name: str, rule: Callable[[Any], str]) -> None:
+    """Each distinct value of a typed attribute through its rule once; "" dropped.
+
+    Raises ValueError (the caller hands over to the precise path) on a value that is not
+    a string or that the rule refuses.
+    """
+    try:
+        holders, values = attrs, list(map(itemgetter(name), attrs))
+    except KeyError:  # not every op has it
+        holders = list(filter(methodcaller("__contains__", name), attrs))
+        values = list(map(itemgetter(name), holders))
+    if not set(map(type, values)) <= {str}:
+        raise ValueError("a typed attribute holds a non-string")
+    distinct = set(values)
+    if distinct == {""}:  # as in the Batch example's "url(att20)": ""
+        deque(map(methodcaller("pop", name), holders), maxlen=0)
+        return
+    stored = {value: rule(value) for value in distinct if value}
+    changed = {value: new for value, new in stored.items() if new != value}
+    if not changed and "" not in distinct:
+        return
+    for a, value in zip(holders, values, strict=True):
+        if value == "":
+            del a[name]
+        elif value in changed:
+            a[name] = changed[value]
