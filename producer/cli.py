@@ -225,7 +225,7 @@ def _wait_and_print(token: str) -> int:
             if status["indexing_state"] != "IN_PROCESS":
                 break
             time.sleep(0.5)
-    print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+    print(status.model_dump_json(indent=2))
     return 0 if status["indexing_state"] == "APPLIED" else 1
 
 
@@ -239,7 +239,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{status['indexing_state']}: {counts['batches_applied']} of {counts['batches_total']} "
         f"batches applied, eta {status.get('eta_seconds')}"
     )
-    print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+    print(status.model_dump_json(indent=2))
     return 0
 
 

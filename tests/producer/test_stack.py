@@ -66,7 +66,7 @@ def test_up_serves_an_update_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             audience = client.create_audience("up")
             token = client.update_members(audience["id"], [{"action": "add", "id": "a"}])[0]
             assert client.wait(token, timeout=60)["indexing_state"] == "APPLIED"
-            assert client.get_member(audience["id"], "a") == {
+            assert client.get_member(audience["id"], "a").model_dump() == {
                 "id": "a",
                 "attributes": {},
                 "targetable": True,
