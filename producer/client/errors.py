@@ -132,6 +132,7 @@ BY_STATUS: dict[int, type[ApiError]] = {
 
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.S | re.I)
 _TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
+_NOT_WORD = re.compile(r"[^a-z0-9]+")
 _MAX_TEXT = 200
 
 
@@ -174,7 +175,7 @@ def error_from_response(response: httpx.Response) -> ApiError:
     if envelope is None:
         return _category(status)(
             status,
-            reason.lower().replace(" ", "_").replace("-", "_"),
+            _NOT_WORD.sub("_", reason.lower()).strip("_"),
             _plain_text(response.content) or reason,
             trace_id=request_id,
             headers=response.headers,
