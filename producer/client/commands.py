@@ -1,0 +1,458 @@
+"""The API commands of the ``audiences`` CLI: thin shells over ``AudiencesClient``.
+
+Each prints its result on stdout (readable lines, or exactly one JSON document with
+``--json``) and draws progress on stderr. The exit code says how it ended, the same with
+or without ``--wait``: see ``Exit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from collections.abc import Iterator
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TransferSpeedColumn,
+)
+
+from producer.client import models as M
+from producer.client.calls import UNSET, UploadMode
+from producer.client.errors import ApiError
+from producer.client.sync_client import AudiencesClient
+from worker.settings import STACK_FILE
+
+console = Console(stderr=True)
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+CLI_RETRIES = 3  # a person waits a few seconds for a retry, not the library's minute
+CLIENT_ENVIRONMENT = {
+    "AUDIENCES_API_URL": f"the API the commands talk to (default: the `audiences up` stack "
+    f"here, else {DEFAULT_API_URL})",
+    "AUDIENCES_API_KEY": "the API key (default: the `audiences up` stack's development key)",
+}
+
+
+class Exit(IntEnum):
+    """The exit codes of every command."""
+
+    APPLIED = 0  # also: any other command that succeeded
+    ERROR = 1
+    USAGE = 2
+    FAILED = 3
+    REPLACED = 4
+    TIMEOUT = 5  # the token was not final: --wait ran out, or status without --wait
+
+
+STATE_EXIT = {
+    "APPLIED": Exit.APPLIED,
+    "FAILED": Exit.FAILED,
+    "REPLACED": Exit.REPLACED,
+    "IN_PROCESS": Exit.TIMEOUT,
+}
+
+
+class CommandError(Exception):
+    """A problem the command found itself (no API key, a bad CSV row, ...)."""
+
+    def __init__(self, code: str, message: str, exit_code: Exit = Exit.ERROR) -> None:
+        super().__init__(message)
+        self.code, self.message, self.exit_code = code, message, exit_code
+
+
+def _client() -> AudiencesClient:
+    """A client for AUDIENCES_API_URL / AUDIENCES_API_KEY, else for the local stack."""
+    stack = orjson.loads(STACK_FILE.read_bytes()) if STACK_FILE.exists() else {}
+    base_url = os.environ.get("AUDIENCES_API_URL") or stack.get("api_url") or DEFAULT_API_URL
+    api_key = os.environ.get("AUDIENCES_API_KEY") or stack.get("api_key")
+    if not api_key:
+        raise CommandError(
+            "no_api_key",
+            "set AUDIENCES_API_KEY (printed by `audiences up` or `audiences keys create`)",
+            Exit.USAGE,
+        )
+    return AudiencesClient(base_url, api_key, max_retries=CLI_RETRIES)
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def emit(args: argparse.Namespace, result: BaseModel | dict[str, Any], human: str) -> None:
+    """The command's one result on stdout: JSON with --json, else the readable lines."""
+    if args.json:
+        data = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+        sys.stdout.write(orjson.dumps(data).decode() + "\n")
+    else:
+        sys.stdout.write(human + "\n")
+    sys.stdout.flush()
+
+
+def error_line(error: BaseException) -> str:
+    """``error: <status> <code>: <message> (trace <id>)``, with what the error has."""
+    if isinstance(error, ApiError):
+        return (
+            f"error: {error.status} {error.code}: {error.message} (trace {error.trace_id or '-'})"
+        )
+    code = getattr(error, "code", None) or type(error).__name__
+    return f"error: {code}: {getattr(error, 'message', None) or error}"
+
+
+def error_document(error: BaseException) -> dict[str, Any]:
+    """The error as the one JSON document of ``--json``: the API's envelope, with status."""
+    body: dict[str, Any] = {
+        "status": getattr(error, "status", None),
+        "code": getattr(error, "code", None) or type(error).__name__,
+        "message": getattr(error, "message", None) or str(error),
+        "details": getattr(error, "details", []),
+    }
+    return {"error": body, "trace_id": getattr(error, "trace_id", None)}
+
+
+def _status_line(status: M.IndexingStatus) -> str:
+    c = status.counts
+    line = (
+        f"{status.indexing_state}  {status.indexing_token}  "
+        f"{c.batches_applied} of {c.batches_total} batches applied  "
+        f"received {c.received} added {c.added} removed {c.removed} "
+        f"superseded {c.superseded} deduplicated {c.deduplicated}"
+    )
+    if status.indexing_state == "IN_PROCESS" and status.eta_seconds is not None:
+        line += f"  eta {status.eta_seconds:.0f}s"
+    if status.error:
+        line += f"\n{status.error.code}: {status.error.message}"
+    return line
+
+
+def _audience_document(audience: M.Audience) -> dict[str, Any]:
+    """The audience as the API sent it, with the ETag it came with (for --if-match)."""
+    return audience.model_dump(mode="json") | {"etag": audience.etag}
+
+
+def _audience_lines(audience: M.Audience) -> str:
+    fields = _audience_document(audience)
+    return "\n".join(
+        f"{name}: {orjson.dumps(value).decode() if isinstance(value, dict | list) else value}"
+        for name, value in fields.items()
+    )
+
+
+def _audience_row(audience: M.Audience) -> str:
+    return f"{audience.id}  {audience.status:<8}  {audience.size:>10}  {audience.name}"
+
+
+def _accepted(args: argparse.Namespace, token: str) -> int:
+    """A submission's token: printed at once, or waited for with --wait."""
+    if args.wait:
+        return _wait(args, token)
+    emit(args, {"indexing_token": token, "indexing_state": "IN_PROCESS"}, f"{token}  IN_PROCESS")
+    return Exit.APPLIED
+
+
+def _finished(args: argparse.Namespace, status: M.IndexingStatus) -> int:
+    emit(args, status, _status_line(status))
+    return STATE_EXIT[status.indexing_state]
+
+
+def _wait(args: argparse.Namespace, token: str) -> int:
+    """Draw the token's progress (batches applied of total, ETA) until it ends."""
+    deadline = time.monotonic() + args.timeout if args.timeout is not None else None
+    with (
+        _client() as client,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("batches  eta {task.fields[eta]}"),
+            console=console,
+        ) as progress,
+    ):
+        bar = progress.add_task(token, total=None, eta="?")
+        while True:
+            status = client.status(token)
+            counts, eta = status.counts, status.eta_seconds
+            progress.update(
+                bar,
+                total=counts.batches_total or None,
+                completed=counts.batches_applied,
+                description=status.indexing_state,
+                eta="?" if eta is None else f"{eta:.0f}s",
+            )
+            if status.indexing_state != "IN_PROCESS":
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                console.print(f"error: wait_timeout: still IN_PROCESS after {args.timeout:g}s")
+                break
+            time.sleep(0.5)
+    return _finished(args, status)
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def _csv_ops(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows ``action,id,attributes_json`` (a header row with those names is skipped)."""
+    with path.open(newline="") as fh:
+        for line, row in enumerate(csv.reader(fh), 1):
+            if not row or row[:2] == ["action", "id"]:
+                continue
+            if len(row) < 2:
+                raise CommandError("invalid_csv", f"{path} line {line}: expected action,id")
+            op: dict[str, Any] = {"action": row[0], "id": row[1]}
+            if len(row) > 2 and row[2].strip():
+                try:
+                    op["attributes"] = orjson.loads(row[2])
+                except orjson.JSONDecodeError as exc:
+                    raise CommandError(
+                        "invalid_csv", f"{path} line {line}: attributes are not JSON ({exc})"
+                    ) from None
+            yield op
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    size = path.stat().st_size  # a missing file fails here, before anything is sent
+    mode: UploadMode = "replace" if args.replace else "merge"
+    with (
+        _client() as client,
+        Progress(
+            TextColumn("uploading"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+        ) as progress,
+    ):
+        # For CSV the bytes sent (NDJSON) differ a little from the file's size.
+        task = progress.add_task("upload", total=size)
+
+        def advance(n: int) -> None:
+            progress.update(task, advance=n)
+
+        source: Any = _csv_ops(path) if path.suffix.lower() == ".csv" else path
+        if args.validate_only:
+            dry = client.validate_upload(args.audience_id, source, mode=mode, on_bytes=advance)
+        else:
+            token = client.upload(
+                args.audience_id,
+                source,
+                mode=mode,
+                callback_url=args.callback_url,
+                on_bytes=advance,
+            )
+        progress.update(task, completed=size)
+    if args.validate_only:
+        emit(args, dry, f"valid: {dry.received} ops, {dry.deduplicated} deduplicated; nothing sent")
+        return Exit.APPLIED
+    return _accepted(args, token)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if args.wait:
+        return _wait(args, args.token)
+    with _client() as client:
+        return _finished(args, client.status(args.token))
+
+
+def _json_argument(value: str) -> Any:
+    """A JSON value given inline or as ``@file``."""
+    try:
+        return orjson.loads(Path(value[1:]).read_bytes() if value.startswith("@") else value)
+    except orjson.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    with _client() as client:
+        audience = client.create_audience(
+            args.name, args.description, status=args.status, filter=args.filter
+        )
+    emit(args, _audience_document(audience), _audience_lines(audience))
+    return Exit.APPLIED
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _client() as client:
+        audiences = list(client.iter_audiences(status=args.status))
+    emit(
+        args,
+        {"audiences": [_audience_document(a) for a in audiences]},
+        "\n".join(_audience_row(a) for a in audiences) or "(no audiences)",
+    )
+    return Exit.APPLIED
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with _client() as client:
+        audience = client.get_audience(args.audience_id)
+    emit(args, _audience_document(audience), _audience_lines(audience))
+    return Exit.APPLIED
+
+
+def cmd_patch(args: argparse.Namespace) -> int:
+    description = None if args.no_description else (args.description or UNSET)
+    filter = None if args.no_filter else (args.filter or UNSET)
+    with _client() as client:
+        audience = client.patch_audience(
+            args.audience_id,
+            name=args.name or UNSET,
+            description=description,
+            status=args.status or UNSET,
+            filter=filter,
+            if_match=args.if_match,
+        )
+    emit(args, _audience_document(audience), _audience_lines(audience))
+    return Exit.APPLIED
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    with _client() as client:
+        client.delete_audience(args.audience_id, if_match=args.if_match)
+    emit(args, {"deleted": args.audience_id}, f"deleted {args.audience_id}")
+    return Exit.APPLIED
+
+
+def cmd_count(args: argparse.Namespace) -> int:
+    with _client() as client:
+        token = client.count_size(args.audience_id)
+    return _accepted(args, token)
+
+
+def cmd_member(args: argparse.Namespace) -> int:
+    with _client() as client:
+        member = client.get_member(args.audience_id, args.member_id)
+    attributes = orjson.dumps(member.attributes).decode()
+    emit(args, member, f"{member.id}  targetable={str(member.targetable).lower()}  {attributes}")
+    return Exit.APPLIED
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    with _client() as client:
+        token = client.erase_member(args.member_id)
+    return _accepted(args, token)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Every member as NDJSON (``{"id", "attributes"}`` a line), to stdout or a file that
+    appears only once complete."""
+    target = Path(args.output) if args.output else None
+    partial = target.with_name(target.name + ".part") if target else None
+    written = 0
+    with _client() as client:
+        total = client.get_audience(args.audience_id).size
+        out = partial.open("wb") if partial else sys.stdout.buffer
+        try:
+            with Progress(
+                TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), console=console
+            ) as progress:
+                task = progress.add_task("export", total=total)
+                for member in client.iter_members(args.audience_id, page_size=args.page_size):
+                    out.write(orjson.dumps(member.model_dump(mode="json")) + b"\n")
+                    written += 1
+                    progress.update(task, completed=written)
+        finally:
+            out.flush()
+            if partial:
+                out.close()
+    if target and partial:
+        partial.replace(target)
+    console.print(f"exported {written} members" + (f" to {target}" if target else ""))
+    return Exit.APPLIED
+
+
+# --- the parser -----------------------------------------------------------------------------
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Register the API commands; ``common`` adds --json."""
+    waiting = argparse.ArgumentParser(add_help=False)
+    waiting.add_argument("--wait", action="store_true", help="wait until the token is final")
+    waiting.add_argument(
+        "--timeout", type=float, default=None, help="with --wait: give up after SECONDS (exit 5)"
+    )
+
+    s = sub.add_parser("upload", parents=[common, waiting], help="upload an NDJSON or CSV file")
+    s.add_argument("audience_id")
+    s.add_argument("file", help="NDJSON (one op a line) or .csv rows action,id,attributes_json")
+    s.add_argument("--replace", action="store_true", help="make it the whole new membership")
+    s.add_argument("--validate-only", action="store_true", help="check it; submit nothing")
+    s.add_argument("--callback-url", help="called with the token's status when it ends")
+    s.set_defaults(func=cmd_upload)
+
+    s = sub.add_parser("status", parents=[common, waiting], help="show an indexing token")
+    s.add_argument("token")
+    s.set_defaults(func=cmd_status)
+
+    statuses = ["draft", "active", "paused", "archived"]
+    s = sub.add_parser("create", parents=[common], help="create an audience")
+    s.add_argument("name")
+    s.add_argument("--description")
+    s.add_argument("--status", choices=statuses[:2])
+    s.add_argument("--filter", type=_json_argument, help="JSON, or @file.json")
+    s.set_defaults(func=cmd_create)
+
+    s = sub.add_parser("list", parents=[common], help="list the account's audiences")
+    s.add_argument("--status", choices=statuses)
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("get", parents=[common], help="show an audience and its ETag")
+    s.add_argument("audience_id")
+    s.set_defaults(func=cmd_get)
+
+    s = sub.add_parser("patch", parents=[common], help="change some fields of an audience")
+    s.add_argument("audience_id")
+    s.add_argument("--name")
+    s.add_argument("--description")
+    s.add_argument("--no-description", action="store_true", help="clear the description")
+    s.add_argument("--status", choices=statuses)
+    s.add_argument("--filter", type=_json_argument, help="JSON, or @file.json")
+    s.add_argument("--no-filter", action="store_true", help="remove the filter")
+    s.add_argument("--if-match", help="only if the audience still has this ETag (else 412)")
+    s.set_defaults(func=cmd_patch)
+
+    s = sub.add_parser("delete", parents=[common], help="delete an audience and its members")
+    s.add_argument("audience_id")
+    s.add_argument("--if-match", help="only if the audience still has this ETag (else 412)")
+    s.set_defaults(func=cmd_delete)
+
+    s = sub.add_parser("count", parents=[common, waiting], help="count targetable members")
+    s.add_argument("audience_id")
+    s.set_defaults(func=cmd_count)
+
+    s = sub.add_parser("member", parents=[common], help="show one member of an audience")
+    s.add_argument("audience_id")
+    s.add_argument("member_id")
+    s.set_defaults(func=cmd_member)
+
+    s = sub.add_parser("export", help="write every member as NDJSON (progress on stderr)")
+    s.add_argument("audience_id")
+    s.add_argument("-o", "--output", help="a file (written whole, or not at all); default stdout")
+    s.add_argument("--page-size", type=int, default=10_000)
+    s.set_defaults(func=cmd_export, json=False)
+
+    s = sub.add_parser(
+        "erase", parents=[common, waiting], help="remove an id from every audience (opt-out)"
+    )
+    s.add_argument("member_id")
+    s.set_defaults(func=cmd_erase)
+
+
+def report(error: BaseException, args: argparse.Namespace) -> int:
+    """Print a failure as one line on stderr (and the JSON document with --json)."""
+    console.print(error_line(error), markup=False, highlight=False, soft_wrap=True)
+    if getattr(args, "json", False):
+        emit(args, error_document(error), "")
+    return error.exit_code if isinstance(error, CommandError) else Exit.ERROR
