@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -30,12 +28,12 @@ from rich.progress import (
 )
 
 from producer.client import models as M
+from producer.client import render
 from producer.client.calls import UNSET, UploadMode
-from producer.client.errors import ApiError
 from producer.client.sync_client import AudiencesClient
 from worker.settings import STACK_FILE
 
-console = Console(stderr=True)
+console = render.console
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 CLI_RETRIES = 3  # a person waits a few seconds for a retry, not the library's minute
 CLIENT_ENVIRONMENT = {
@@ -86,82 +84,18 @@ def _client() -> AudiencesClient:
     return AudiencesClient(base_url, api_key, max_retries=CLI_RETRIES)
 
 
-# --- output ---------------------------------------------------------------------------------
-
-
-def emit(args: argparse.Namespace, result: BaseModel | dict[str, Any], human: str) -> None:
-    """The command's one result on stdout: JSON with --json, else the readable lines."""
-    if args.json:
-        data = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
-        sys.stdout.write(orjson.dumps(data).decode() + "\n")
-    else:
-        sys.stdout.write(human + "\n")
-    sys.stdout.flush()
-
-
-def error_line(error: BaseException) -> str:
-    """``error: <status> <code>: <message> (trace <id>)``, with what the error has."""
-    if isinstance(error, ApiError):
-        return (
-            f"error: {error.status} {error.code}: {error.message} (trace {error.trace_id or '-'})"
-        )
-    code = getattr(error, "code", None) or type(error).__name__
-    return f"error: {code}: {getattr(error, 'message', None) or error}"
-
-
-def error_document(error: BaseException) -> dict[str, Any]:
-    """The error as the one JSON document of ``--json``: the API's envelope, with status."""
-    body: dict[str, Any] = {
-        "status": getattr(error, "status", None),
-        "code": getattr(error, "code", None) or type(error).__name__,
-        "message": getattr(error, "message", None) or str(error),
-        "details": getattr(error, "details", []),
-    }
-    return {"error": body, "trace_id": getattr(error, "trace_id", None)}
-
-
-def _status_line(status: M.IndexingStatus) -> str:
-    c = status.counts
-    line = (
-        f"{status.indexing_state}  {status.indexing_token}  "
-        f"{c.batches_applied} of {c.batches_total} batches applied  "
-        f"received {c.received} added {c.added} removed {c.removed} "
-        f"superseded {c.superseded} deduplicated {c.deduplicated}"
-    )
-    if status.indexing_state == "IN_PROCESS" and status.eta_seconds is not None:
-        line += f"  eta {status.eta_seconds:.0f}s"
-    if status.error:
-        line += f"\n{status.error.code}: {status.error.message}"
-    return line
-
-
-def _audience_document(audience: M.Audience) -> dict[str, Any]:
-    """The audience as the API sent it, with the ETag it came with (for --if-match)."""
-    return audience.model_dump(mode="json") | {"etag": audience.etag}
-
-
-def _audience_lines(audience: M.Audience) -> str:
-    fields = _audience_document(audience)
-    return "\n".join(
-        f"{name}: {orjson.dumps(value).decode() if isinstance(value, dict | list) else value}"
-        for name, value in fields.items()
-    )
-
-
-def _audience_row(audience: M.Audience) -> str:
-    return f"{audience.id}  {audience.status:<8}  {audience.size:>10}  {audience.name}"
-
-
 def _accepted(args: argparse.Namespace, token: str) -> int:
     """A submission's token: printed at once, or waited for with --wait."""
     if args.wait:
         return _wait(args, token)
-    emit(args, {"indexing_token": token, "indexing_state": "IN_PROCESS"}, f"{token}  IN_PROCESS")
+    render.emit(
+        args, {"indexing_token": token, "indexing_state": "IN_PROCESS"}, f"{token}  IN_PROCESS"
+    )
     return Exit.APPLIED
 
 
 def _finished(args: argparse.Namespace, status: M.IndexingStatus) -> int:
-    emit(args, status, _status_line(status))
+    render.emit(args, status, render.status_line(status))
     return STATE_EXIT[status.indexing_state]
 
 
@@ -253,7 +187,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
             )
         progress.update(task, completed=size)
     if args.validate_only:
-        emit(args, dry, f"valid: {dry.received} ops, {dry.deduplicated} deduplicated; nothing sent")
+        render.emit(
+            args, dry, f"valid: {dry.received} ops, {dry.deduplicated} deduplicated; nothing sent"
+        )
         return Exit.APPLIED
     return _accepted(args, token)
 
@@ -280,17 +216,17 @@ def cmd_create(args: argparse.Namespace) -> int:
         audience = client.create_audience(
             args.name, args.description, status=args.status, filter=args.filter
         )
-    emit(args, _audience_document(audience), _audience_lines(audience))
+    render.emit(args, render.audience_document(audience), render.audience_lines(audience))
     return Exit.APPLIED
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     with _client() as client:
         audiences = list(client.iter_audiences(status=args.status))
-    emit(
+    render.emit(
         args,
-        {"audiences": [_audience_document(a) for a in audiences]},
-        "\n".join(_audience_row(a) for a in audiences) or "(no audiences)",
+        {"audiences": [render.audience_document(a) for a in audiences]},
+        "\n".join(render.audience_row(a) for a in audiences) or "(no audiences)",
     )
     return Exit.APPLIED
 
@@ -298,7 +234,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     with _client() as client:
         audience = client.get_audience(args.audience_id)
-    emit(args, _audience_document(audience), _audience_lines(audience))
+    render.emit(args, render.audience_document(audience), render.audience_lines(audience))
     return Exit.APPLIED
 
 
@@ -314,14 +250,14 @@ def cmd_patch(args: argparse.Namespace) -> int:
             filter=filter,
             if_match=args.if_match,
         )
-    emit(args, _audience_document(audience), _audience_lines(audience))
+    render.emit(args, render.audience_document(audience), render.audience_lines(audience))
     return Exit.APPLIED
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     with _client() as client:
         client.delete_audience(args.audience_id, if_match=args.if_match)
-    emit(args, {"deleted": args.audience_id}, f"deleted {args.audience_id}")
+    render.emit(args, {"deleted": args.audience_id}, f"deleted {args.audience_id}")
     return Exit.APPLIED
 
 
@@ -335,7 +271,9 @@ def cmd_member(args: argparse.Namespace) -> int:
     with _client() as client:
         member = client.get_member(args.audience_id, args.member_id)
     attributes = orjson.dumps(member.attributes).decode()
-    emit(args, member, f"{member.id}  targetable={str(member.targetable).lower()}  {attributes}")
+    render.emit(
+        args, member, f"{member.id}  targetable={str(member.targetable).lower()}  {attributes}"
+    )
     return Exit.APPLIED
 
 
@@ -452,7 +390,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def report(error: BaseException, args: argparse.Namespace) -> int:
     """Print a failure as one line on stderr (and the JSON document with --json)."""
-    console.print(error_line(error), markup=False, highlight=False, soft_wrap=True)
+    console.print(render.error_line(error), markup=False, highlight=False, soft_wrap=True)
     if getattr(args, "json", False):
-        emit(args, error_document(error), "")
+        render.emit(args, render.error_document(error), "")
     return error.exit_code if isinstance(error, CommandError) else Exit.ERROR
