@@ -27,6 +27,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from producer.cli import DEFAULT_API_URL
 from producer.client import models as M
 from producer.client import render
 from producer.client.calls import UNSET, UploadMode
@@ -34,13 +35,7 @@ from producer.client.sync_client import AudiencesClient
 from worker.settings import STACK_FILE
 
 console = render.console
-DEFAULT_API_URL = "http://127.0.0.1:8000"
 CLI_RETRIES = 3  # a person waits a few seconds for a retry, not the library's minute
-CLIENT_ENVIRONMENT = {
-    "AUDIENCES_API_URL": f"the API the commands talk to (default: the `audiences up` stack "
-    f"here, else {DEFAULT_API_URL})",
-    "AUDIENCES_API_KEY": "the API key (default: the `audiences up` stack's development key)",
-}
 
 
 class Exit(IntEnum):
@@ -201,16 +196,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _finished(args, client.status(args.token))
 
 
-def _json_argument(value: str) -> Any:
-    """A JSON value given inline or as ``@file``."""
-    try:
-        return orjson.loads(Path(value[1:]).read_bytes() if value.startswith("@") else value)
-    except orjson.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def cmd_create(args: argparse.Namespace) -> int:
     with _client() as client:
         audience = client.create_audience(
@@ -309,83 +294,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         partial.replace(target)
     console.print(f"exported {written} members" + (f" to {target}" if target else ""))
     return Exit.APPLIED
-
-
-# --- the parser -----------------------------------------------------------------------------
-
-
-def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Register the API commands; ``common`` adds --json."""
-    waiting = argparse.ArgumentParser(add_help=False)
-    waiting.add_argument("--wait", action="store_true", help="wait until the token is final")
-    waiting.add_argument(
-        "--timeout", type=float, default=None, help="with --wait: give up after SECONDS (exit 5)"
-    )
-
-    s = sub.add_parser("upload", parents=[common, waiting], help="upload an NDJSON or CSV file")
-    s.add_argument("audience_id")
-    s.add_argument("file", help="NDJSON (one op a line) or .csv rows action,id,attributes_json")
-    s.add_argument("--replace", action="store_true", help="make it the whole new membership")
-    s.add_argument("--validate-only", action="store_true", help="check it; submit nothing")
-    s.add_argument("--callback-url", help="called with the token's status when it ends")
-    s.set_defaults(func=cmd_upload)
-
-    s = sub.add_parser("status", parents=[common, waiting], help="show an indexing token")
-    s.add_argument("token")
-    s.set_defaults(func=cmd_status)
-
-    statuses = ["draft", "active", "paused", "archived"]
-    s = sub.add_parser("create", parents=[common], help="create an audience")
-    s.add_argument("name")
-    s.add_argument("--description")
-    s.add_argument("--status", choices=statuses[:2])
-    s.add_argument("--filter", type=_json_argument, help="JSON, or @file.json")
-    s.set_defaults(func=cmd_create)
-
-    s = sub.add_parser("list", parents=[common], help="list the account's audiences")
-    s.add_argument("--status", choices=statuses)
-    s.set_defaults(func=cmd_list)
-
-    s = sub.add_parser("get", parents=[common], help="show an audience and its ETag")
-    s.add_argument("audience_id")
-    s.set_defaults(func=cmd_get)
-
-    s = sub.add_parser("patch", parents=[common], help="change some fields of an audience")
-    s.add_argument("audience_id")
-    s.add_argument("--name")
-    s.add_argument("--description")
-    s.add_argument("--no-description", action="store_true", help="clear the description")
-    s.add_argument("--status", choices=statuses)
-    s.add_argument("--filter", type=_json_argument, help="JSON, or @file.json")
-    s.add_argument("--no-filter", action="store_true", help="remove the filter")
-    s.add_argument("--if-match", help="only if the audience still has this ETag (else 412)")
-    s.set_defaults(func=cmd_patch)
-
-    s = sub.add_parser("delete", parents=[common], help="delete an audience and its members")
-    s.add_argument("audience_id")
-    s.add_argument("--if-match", help="only if the audience still has this ETag (else 412)")
-    s.set_defaults(func=cmd_delete)
-
-    s = sub.add_parser("count", parents=[common, waiting], help="count targetable members")
-    s.add_argument("audience_id")
-    s.set_defaults(func=cmd_count)
-
-    s = sub.add_parser("member", parents=[common], help="show one member of an audience")
-    s.add_argument("audience_id")
-    s.add_argument("member_id")
-    s.set_defaults(func=cmd_member)
-
-    s = sub.add_parser("export", help="write every member as NDJSON (progress on stderr)")
-    s.add_argument("audience_id")
-    s.add_argument("-o", "--output", help="a file (written whole, or not at all); default stdout")
-    s.add_argument("--page-size", type=int, default=10_000)
-    s.set_defaults(func=cmd_export, json=False)
-
-    s = sub.add_parser(
-        "erase", parents=[common, waiting], help="remove an id from every audience (opt-out)"
-    )
-    s.add_argument("member_id")
-    s.set_defaults(func=cmd_erase)
 
 
 def report(error: BaseException, args: argparse.Namespace) -> int:
