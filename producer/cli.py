@@ -1,61 +1,63 @@
-"""The ``audiences`` command line."""
+"""audiences: run the stack (up, api, worker), administer it (keys, webhooks, dlq), and
+use the API (upload, status, create, list, get, patch, delete, count, member, export,
+erase).
+
+Exit codes: 0 APPLIED (or done), 1 error, 2 usage, 3 FAILED, 4 REPLACED, 5 timeout (the
+token was not final: --wait --timeout ran out, or status without --wait). Errors are one
+line on stderr: error: <status> <code>: <message> (trace <id>).
+"""
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+import redis
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TransferSpeedColumn,
-)
 
 from worker.logs import configure_logging
-from worker.settings import STACK_FILE, get_settings
+from worker.settings import Settings, SettingsError, get_settings
 
 console = Console(stderr=True)
+DEBUG_VARIABLE = "AUDIENCES_DEBUG"
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+CLIENT_ENVIRONMENT = {
+    "AUDIENCES_API_URL": f"the API the commands talk to (default: the `audiences up` stack "
+    f"here, else {DEFAULT_API_URL})",
+    "AUDIENCES_API_KEY": "the API key (default: the `audiences up` stack's development key)",
+}
 
 
-def _client() -> Any:
-    from producer.client import AudiencesClient
+def _api(name: str) -> Callable[[argparse.Namespace], int]:
+    """An API command, imported when run: the client imports the server's models, and so
+    prometheus-client, which ``worker`` must not import before it has configured it."""
 
-    stack = orjson.loads(STACK_FILE.read_bytes()) if STACK_FILE.exists() else {}
-    base_url = os.environ.get("AUDIENCES_API_URL") or stack.get("api_url")
-    api_key = os.environ.get("AUDIENCES_API_KEY") or stack.get("api_key")
-    if not api_key:
-        sys.exit("Set AUDIENCES_API_KEY (printed by `audiences up` or `audiences keys create`).")
-    return AudiencesClient(base_url or "http://127.0.0.1:8000", api_key)
+    def run(args: argparse.Namespace) -> int:
+        from producer.client import commands
+
+        return int(getattr(commands, f"cmd_{name}")(args))
+
+    return run
 
 
-def _csv_ops(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows ``action,id,attributes_json`` (a header row with those names is skipped)."""
-    with path.open(newline="") as fh:
-        for row in csv.reader(fh):
-            if not row or row[:2] == ["action", "id"]:
-                continue
-            op: dict[str, Any] = {"action": row[0], "id": row[1]}
-            if len(row) > 2 and row[2].strip():
-                op["attributes"] = orjson.loads(row[2])
-            yield op
+class _Version(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from producer.client.options import client_version
+
+        print(f"audiences {client_version()}")
+        parser.exit()
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from producer.stack import up
 
-    return up(api_port=args.port, flower_port=args.flower_port)
+    return up(api_port=args.port, flower_port=args.flower_port, api_workers=args.api_workers)
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -172,78 +174,6 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_upload(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    with (
-        _client() as client,
-        Progress(
-            TextColumn("uploading"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=console,
-        ) as progress,
-    ):
-        # For CSV the bytes sent (NDJSON) differ a little from the file's size.
-        task = progress.add_task("upload", total=path.stat().st_size)
-
-        def advance(n: int) -> None:
-            progress.update(task, advance=n)
-
-        source: Any = _csv_ops(path) if path.suffix.lower() == ".csv" else path
-        token = client.upload(args.audience_id, source, on_bytes=advance)
-        progress.update(task, completed=path.stat().st_size)
-    print(token, flush=True)
-    if args.wait:
-        return _wait_and_print(token)
-    return 0
-
-
-def _wait_and_print(token: str) -> int:
-    """Draw the token's progress (batches applied of total, ETA) until it ends."""
-    with (
-        _client() as client,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("batches  eta {task.fields[eta]}"),
-            console=console,
-        ) as progress,
-    ):
-        bar = progress.add_task(token, total=None, eta="?")
-        while True:
-            status = client.status(token)
-            counts = status["counts"]
-            eta = status.get("eta_seconds")
-            progress.update(
-                bar,
-                total=counts["batches_total"] or None,
-                completed=counts["batches_applied"],
-                description=status["indexing_state"],
-                eta="?" if eta is None else f"{eta:.0f}s",
-            )
-            if status["indexing_state"] != "IN_PROCESS":
-                break
-            time.sleep(0.5)
-    print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
-    return 0 if status["indexing_state"] == "APPLIED" else 1
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    if args.wait:
-        return _wait_and_print(args.token)
-    with _client() as client:
-        status = client.status(args.token)
-    counts = status["counts"]
-    console.print(
-        f"{status['indexing_state']}: {counts['batches_applied']} of {counts['batches_total']} "
-        f"batches applied, eta {status.get('eta_seconds')}"
-    )
-    print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
-    return 0
-
-
 def cmd_openapi(args: argparse.Namespace) -> int:
     from producer.api import create_api
     from worker.settings import Settings
@@ -253,19 +183,144 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_argument(value: str) -> Any:
+    """A JSON value given inline or as ``@file``."""
+    try:
+        return orjson.loads(Path(value[1:]).read_bytes() if value.startswith("@") else value)
+    except orjson.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_api_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """The API commands (``producer.client.commands``); ``common`` adds --json."""
+    waiting = argparse.ArgumentParser(add_help=False)
+    waiting.add_argument("--wait", action="store_true", help="wait until the token is final")
+    waiting.add_argument(
+        "--timeout", type=float, default=None, help="with --wait: give up after SECONDS (exit 5)"
+    )
+
+    s = sub.add_parser("upload", parents=[common, waiting], help="upload an NDJSON or CSV file")
+    s.add_argument("audience_id")
+    s.add_argument("file", help="NDJSON (one op a line) or .csv rows action,id,attributes_json")
+    s.add_argument("--replace", action="store_true", help="make it the whole new membership")
+    s.add_argument("--validate-only", action="store_true", help="check it; submit nothing")
+    s.add_argument("--callback-url", help="called with the token's status when it ends")
+    s.set_defaults(func=_api("upload"))
+
+    s = sub.add_parser("status", parents=[common, waiting], help="show an indexing token")
+    s.add_argument("token")
+    s.set_defaults(func=_api("status"))
+
+    statuses = ["draft", "active", "paused", "archived"]
+    s = sub.add_parser("create", parents=[common], help="create an audience")
+    s.add_argument("name")
+    s.add_argument("--description")
+    s.add_argument("--status", choices=statuses[:2])
+    s.add_argument("--filter", type=_json_argument, help="JSON, or @file.json")
+    s.set_defaults(func=_api("create"))
+
+    s = sub.add_parser("list", parents=[common], help="list the account's audiences")
+    s.add_argument("--status", choices=statuses)
+    s.set_defaults(func=_api("list"))
+
+    s = sub.add_parser("get", parents=[common], help="show an audience and its ETag")
+    s.add_argument("audience_id")
+    s.set_defaults(func=_api("get"))
+
+    s = sub.add_parser("patch", parents=[common], help="change some fields of an audience")
+    s.add_argument("audience_id")
+    s.add_argument("--name")
+    s.add_argument("--description")
+    s.add_argument("--no-description", action="store_true", help="clear the description")
+    s.add_argument("--status", choices=statuses)
+    s.add_argument("--filter", type=_json_argument, help="JSON, or @file.json")
+    s.add_argument("--no-filter", action="store_true", help="remove the filter")
+    s.add_argument("--if-match", help="only if the audience still has this ETag (else 412)")
+    s.set_defaults(func=_api("patch"))
+
+    s = sub.add_parser("delete", parents=[common], help="delete an audience and its members")
+    s.add_argument("audience_id")
+    s.add_argument("--if-match", help="only if the audience still has this ETag (else 412)")
+    s.set_defaults(func=_api("delete"))
+
+    s = sub.add_parser("count", parents=[common, waiting], help="count targetable members")
+    s.add_argument("audience_id")
+    s.set_defaults(func=_api("count"))
+
+    s = sub.add_parser("member", parents=[common], help="show one member of an audience")
+    s.add_argument("audience_id")
+    s.add_argument("member_id")
+    s.set_defaults(func=_api("member"))
+
+    s = sub.add_parser("export", help="write every member as NDJSON (progress on stderr)")
+    s.add_argument("audience_id")
+    s.add_argument("-o", "--output", help="a file (written whole, or not at all); default stdout")
+    s.add_argument("--page-size", type=int, default=10_000)
+    s.set_defaults(func=_api("export"), json=False)
+
+    s = sub.add_parser(
+        "erase", parents=[common, waiting], help="remove an id from every audience (opt-out)"
+    )
+    s.add_argument("member_id")
+    s.set_defaults(func=_api("erase"))
+
+
+def environment_help() -> str:
+    """The AUDIENCES_* variables: the client's, then every setting (from ``Settings``)."""
+    rows = dict(CLIENT_ENVIRONMENT)
+    for name, field in Settings.model_fields.items():
+        default = "" if field.default is None else f" (default {field.default})"
+        rows[f"AUDIENCES_{name.upper()}"] = (field.description or name.replace("_", " ")) + default
+    rows[DEBUG_VARIABLE] = "set to 1 to see a traceback instead of the one-line error"
+    width = max(map(len, rows))
+    return "environment variables:\n" + "\n".join(
+        f"  {name:<{width}}  {text}" for name, text in rows.items()
+    )
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="audiences", description=__doc__)
+    from producer.stack import default_api_workers
+
+    p = argparse.ArgumentParser(
+        prog="audiences",
+        description=__doc__,
+        epilog=environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = p.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print exactly one JSON document")
 
     s = sub.add_parser("up", help="run the whole stack (embedded Valkey unless configured)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--flower-port", type=int, default=5555)
+    s.add_argument(
+        "--api-workers",
+        type=_positive,
+        default=default_api_workers(),
+        help="API processes (default for this machine: %(default)s)",
+    )
     s.set_defaults(func=cmd_up)
 
     s = sub.add_parser("api", help="run the HTTP API")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--workers", type=int, default=1)
+    s.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="uvicorn worker processes: validation is CPU-bound, one core each",
+    )
     s.set_defaults(func=cmd_api)
 
     s = sub.add_parser("worker", help="run a Celery worker (small and bulk queues)")
@@ -302,25 +357,39 @@ def parser() -> argparse.ArgumentParser:
     s = dlq.add_parser("replay", help="enqueue every dead letter again")
     s.set_defaults(func=cmd_dlq_replay)
 
-    s = sub.add_parser("upload", help="upload an NDJSON or CSV file of ops")
-    s.add_argument("audience_id")
-    s.add_argument("file")
-    s.add_argument("--wait", action="store_true")
-    s.set_defaults(func=cmd_upload)
-
     s = sub.add_parser("openapi", help="print the OpenAPI document (docs/openapi.json)")
     s.set_defaults(func=cmd_openapi)
 
-    s = sub.add_parser("status", help="show an indexing token")
-    s.add_argument("token")
-    s.add_argument("--wait", action="store_true")
-    s.set_defaults(func=cmd_status)
+    _add_api_commands(sub, common)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a failure is one line on stderr (never a traceback) and its exit code."""
     args = parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if os.environ.get(DEBUG_VARIABLE) == "1":
+            raise
+        from producer.client.commands import report
+
+        return report(_explained(exc), args)
+
+
+def _explained(exc: Exception) -> Exception:
+    """Errors of the server-side commands, said as what to check."""
+    from producer.client.commands import CommandError, Exit
+
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return CommandError("store_unreachable", f"the store does not answer ({exc})")
+    if isinstance(exc, SettingsError):
+        return CommandError("configuration", str(exc), Exit.USAGE)
+    if isinstance(exc, OSError) and exc.filename:
+        return CommandError("file_error", f"{exc.filename}: {exc.strerror}")
+    return exc
 
 
 if __name__ == "__main__":
