@@ -159,16 +159,13 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
-    from worker.app import create_app
+    from worker import QUEUE_BULK, Publisher, Store
     from worker.apply import replay_dead_letters
-    from worker.contract import QUEUE_BULK
-    from worker.publish import enqueue
-    from worker.store import Store
 
     settings = get_settings()
-    app = create_app(settings)
+    publisher = Publisher.from_settings(settings)
     replayed = replay_dead_letters(
-        Store.from_settings(settings), lambda msgs: enqueue(app, msgs, QUEUE_BULK)
+        Store.from_settings(settings), lambda msgs: publisher.send(msgs, QUEUE_BULK)
     )
     console.print(f"replayed {replayed} dead letter(s)")
     return 0

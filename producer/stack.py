@@ -143,7 +143,7 @@ def _record_stack(settings: Settings, api_url: str) -> str:
     here find it (and the key); returns the key."""
     store = Store.from_settings(settings)
     _, api_key = store.create_api_key(DEV_ACCOUNT, SCOPES)
-    store.r.close()
+    store.close()
     STACK_DIR.mkdir(exist_ok=True)
     STACK_FILE.touch(mode=0o600)
     STACK_FILE.write_bytes(
