@@ -172,7 +172,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:
-    from producer.api import create_api
+    from producer.api.app import create_api
     from worker.settings import Settings
 
     document = create_api(Settings(redis_url="redis://unused:6379/0")).openapi()

@@ -9,17 +9,40 @@ context of log lines (:mod:`worker.logs`). The CLI, which also starts workers an
 embedded store, may use the rest; nothing else in ``producer/`` does.
 """
 
-from worker.contract import (
-    FINAL_STATES,
-    QUEUE_BULK,
-    QUEUE_SMALL,
-    ApplyBatch,
-    CountStep,
-    TokenState,
-)
-from worker.publish import EnqueueFailed, Publisher
-from worker.settings import Settings, SettingsError, get_settings
-from worker.store import Store
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.contract import (
+        FINAL_STATES,
+        QUEUE_BULK,
+        QUEUE_SMALL,
+        ApplyBatch,
+        CountStep,
+        TokenState,
+    )
+    from worker.publish import EnqueueFailed, Publisher
+    from worker.settings import Settings, SettingsError, get_settings
+    from worker.store import Store
+
+# name -> module; loaded on first use, so importing one worker module (the contract, the
+# store) does not load Celery, and a light client stays light.
+_SURFACE = {
+    "FINAL_STATES": "worker.contract",
+    "QUEUE_BULK": "worker.contract",
+    "QUEUE_SMALL": "worker.contract",
+    "ApplyBatch": "worker.contract",
+    "CountStep": "worker.contract",
+    "TokenState": "worker.contract",
+    "EnqueueFailed": "worker.publish",
+    "Publisher": "worker.publish",
+    "Settings": "worker.settings",
+    "SettingsError": "worker.settings",
+    "get_settings": "worker.settings",
+    "Store": "worker.store",
+}
 
 __all__ = [
     "FINAL_STATES",
@@ -35,3 +58,9 @@ __all__ = [
     "TokenState",
     "get_settings",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SURFACE:
+        raise AttributeError(f"module 'worker' has no attribute {name!r}")
+    return getattr(importlib.import_module(_SURFACE[name]), name)
