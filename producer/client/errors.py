@@ -82,6 +82,10 @@ class NotFound(ClientError):
     """404: no such audience, member or token in this account."""
 
 
+class MethodNotAllowed(ClientError):
+    """405: the path exists, the method does not."""
+
+
 class Conflict(ClientError):
     """409: ``audience_exists``, ``audience_archived``, ``audience_not_ready``, ..."""
 
@@ -119,6 +123,7 @@ BY_STATUS: dict[int, type[ApiError]] = {
     401: Unauthorized,
     403: Forbidden,
     404: NotFound,
+    405: MethodNotAllowed,
     409: Conflict,
     412: PreconditionFailed,
     413: PayloadTooLarge,

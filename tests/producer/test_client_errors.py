@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import orjson
 import pytest
 
 from producer.client import (
@@ -14,7 +15,8 @@ from producer.client import (
     Unavailable,
     ValidationFailed,
 )
-from producer.client.errors import error_from_response
+from producer.client.errors import BY_STATUS, error_from_response
+from producer.errors import catalogue
 
 
 def test_the_envelope_gives_code_message_details_and_trace_id() -> None:
@@ -77,3 +79,17 @@ def test_any_other_body_still_gives_a_typed_error(
 def test_long_pages_are_cut_short() -> None:
     error = error_from_response(httpx.Response(503, text="<div>" + "x " * 500 + "</div>"))
     assert len(error.message) <= 203 and error.message.endswith("...")
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(status, code) for status, codes in catalogue().items() for code in codes],
+)
+def test_the_client_knows_every_code_the_server_can_send(status: int, code: str) -> None:
+    """Each code of the server's catalogue (derived from its exception tree) comes out as
+    the class of its status, never as a generic fallback, and keeps its code."""
+    body = orjson.dumps({"error": {"code": code, "message": "m", "details": []}, "trace_id": "t"})
+    error = error_from_response(httpx.Response(status, content=body))
+    expected = BY_STATUS.get(status, ServerError if status >= 500 else None)
+    assert expected is not None, f"the client has no class for status {status} ({code})"
+    assert type(error) is expected and error.code == code
