@@ -62,9 +62,14 @@ def test_pool_children_killed_repeatedly_lose_and_double_nothing(
             what="a batch of the round to start",
         )
         if in_process():
+            landed = 0
             for child in children:
-                os.kill(child, signal.SIGKILL)
-            kills += 1
+                try:  # the snapshot may hold a child of the last round, reaped since
+                    os.kill(child, signal.SIGKILL)
+                    landed += 1
+                except ProcessLookupError:
+                    pass
+            kills += landed > 0
         time.sleep(0.5)
 
     assert kills >= 5, f"only {kills} kill rounds found tokens in process"
