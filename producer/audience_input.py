@@ -145,6 +145,7 @@ def take_immutable(changes: dict[str, Any], meta: dict[str, str]) -> None:
     the current value is accepted, and the field dropped from ``changes``."""
     current = IdType.of(meta)
     values = {"id_type": current.name, "default_region": current.default_region}
+    given = {**changes, "default_region": _region(changes.get("default_region"))}
     problems = [
         Problem(
             name,
@@ -152,7 +153,7 @@ def take_immutable(changes: dict[str, Any], meta: dict[str, str]) -> None:
             f"{name} is set when the audience is created and cannot change.",
         )
         for name in IMMUTABLE
-        if name in changes and _region(changes[name]) != values[name]
+        if name in changes and given[name] != values[name]
     ]
     raise_problems(problems, "The update is invalid; fix the listed problems.")
     for name in IMMUTABLE:
