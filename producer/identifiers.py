@@ -41,6 +41,8 @@ _PLAIN_EMAIL = re.compile(
     r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){1,8}[a-z]{2,63}"
 )
 _MAX_LOCAL_PART = 64
+# email-validator refuses these domains and their subdomains (``.local``, ``.invalid``, ...).
+_SPECIAL_USE = tuple("." + name for name in email_validator.SPECIAL_USE_DOMAIN_NAMES)
 _MAX_EMAIL = 254
 
 MESSAGES = {
@@ -79,12 +81,7 @@ def _is_plain_email(value: str) -> bool:
     if len(value) > _MAX_EMAIL or "--" in value or _PLAIN_EMAIL.fullmatch(value) is None:
         return False
     local, domain = value.split("@")
-    if len(local) > _MAX_LOCAL_PART:
-        return False
-    return not any(
-        domain == name or domain.endswith("." + name)
-        for name in email_validator.SPECIAL_USE_DOMAIN_NAMES
-    )
+    return len(local) <= _MAX_LOCAL_PART and not ("." + domain).endswith(_SPECIAL_USE)
 
 
 def normalise_phone(raw: str, default_region: str | None) -> str:
