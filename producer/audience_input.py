@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from producer.errors import InvalidRequest
+from producer.identifiers import ID_TYPES, IdType, is_region
 from producer.validation import Problem
 from worker.filters import validate as validate_filter
 
@@ -18,7 +19,9 @@ MAX_NAME = 255
 MAX_DESCRIPTION = 500
 STATUSES = ("draft", "active", "paused", "archived")
 CREATE_STATUSES = ("draft", "active")
-FIELDS = ("name", "description", "status", "filter")
+# Set at creation, never changed: a PATCH may repeat their value, not change it.
+IMMUTABLE = ("id_type", "default_region")
+FIELDS = ("name", "description", "status", "filter", *IMMUTABLE)
 
 
 def _check_name(value: Any) -> Problem | None:
@@ -88,7 +91,7 @@ def _field_problems(data: dict[str, Any], statuses: tuple[str, ...]) -> list[Pro
         "status": lambda v: _check_status(v, statuses),
     }
     for name in FIELDS:
-        if name not in data:
+        if name not in data or name in IMMUTABLE:
             continue
         if name == "filter":
             problems += [Problem(p.loc, p.code, p.message) for p in validate_filter(data[name])]
@@ -99,10 +102,31 @@ def _field_problems(data: dict[str, Any], statuses: tuple[str, ...]) -> list[Pro
     return problems
 
 
+def _region(value: Any) -> Any:
+    """Region codes are compared and stored uppercase (``us`` is ``US``)."""
+    return value.upper() if isinstance(value, str) else value
+
+
+def _id_type_problems(data: dict[str, Any]) -> list[Problem]:
+    id_type = data.get("id_type", "external")
+    if id_type not in ID_TYPES:
+        return [Problem("id_type", "invalid_id_type", f"id_type is one of {', '.join(ID_TYPES)}.")]
+    region = _region(data.get("default_region"))
+    if region is None:
+        return []
+    if id_type != "phone":
+        message = "default_region applies only to audiences with id_type phone."
+        return [Problem("default_region", "invalid_default_region", message)]
+    if not is_region(region):
+        message = "default_region is an ISO 3166-1 alpha-2 region code, such as US or GB."
+        return [Problem("default_region", "invalid_default_region", message)]
+    return []
+
+
 def parse_create(body: bytes) -> dict[str, Any]:
-    """name, description, status and filter of a new audience."""
+    """name, description, status, filter, id_type and default_region of a new audience."""
     data = parse_object(body)
-    problems = _field_problems(data, CREATE_STATUSES)
+    problems = _field_problems(data, CREATE_STATUSES) + _id_type_problems(data)
     if "name" not in data:
         problems.insert(0, Problem("name", "invalid_name", "name is required."))
     raise_problems(problems, "The audience is invalid; fix the listed problems.")
@@ -111,7 +135,29 @@ def parse_create(body: bytes) -> dict[str, Any]:
         "description": data.get("description"),
         "status": data.get("status", "active"),
         "filter": data.get("filter"),
+        "id_type": data.get("id_type", "external"),
+        "default_region": _region(data.get("default_region")),
     }
+
+
+def take_immutable(changes: dict[str, Any], meta: dict[str, str]) -> None:
+    """Refuse a PATCH that changes an immutable field (``immutable_field``); one that repeats
+    the current value is accepted, and the field dropped from ``changes``."""
+    current = IdType.of(meta)
+    values = {"id_type": current.name, "default_region": current.default_region}
+    given = {**changes, "default_region": _region(changes.get("default_region"))}
+    problems = [
+        Problem(
+            name,
+            "immutable_field",
+            f"{name} is set when the audience is created and cannot change.",
+        )
+        for name in IMMUTABLE
+        if name in changes and given[name] != values[name]
+    ]
+    raise_problems(problems, "The update is invalid; fix the listed problems.")
+    for name in IMMUTABLE:
+        changes.pop(name, None)
 
 
 def parse_patch(body: bytes) -> dict[str, Any]:

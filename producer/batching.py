@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from producer.identifiers import EXTERNAL, IdType
 from producer.screen import screen_body
 from producer.validation import MAX_STRING, MEMBERS_BODY, Problem, check_attributes
 
@@ -40,16 +41,20 @@ class Encoded:
     problems: list[tuple[int, Problem]] = field(default_factory=list)
 
 
-def encode_body(body: bytes) -> Encoded:
-    """Encode a ``{"ids": [...]}`` members body: the screen, else the precise path.
+def encode_body(body: bytes, id_type: IdType = EXTERNAL) -> Encoded:
+    """Encode a ``{"ids": [...]}`` members body: the screen, else the precise path; then
+    the audience's id type turns each id into the stored one.
 
     Raises pydantic's ValidationError when the body breaks the schema; the Python-side
     rules' problems are in the result's ``problems``.
     """
     screened = screen_body(body)
     if screened is not None:
-        return Encoded(*screened)
-    return encode_ops(MEMBERS_BODY.validate_json(body)["ids"])
+        encoded = Encoded(*screened)
+    else:
+        encoded = encode_ops(MEMBERS_BODY.validate_json(body)["ids"])
+    id_type.apply(encoded)
+    return encoded
 
 
 def encode_ops(ops: Sequence[dict[str, Any]]) -> Encoded:

@@ -14,6 +14,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from producer.batching import Encoded, encode_ops
 from producer.errors import PayloadTooLarge
+from producer.identifiers import EXTERNAL, IdType
 from producer.screen import screen_lines
 from producer.validation import OPS, Op, Problem, problems_from
 
@@ -67,18 +68,23 @@ def _as_array(lines: list[bytes]) -> list[dict[str, Any]]:
     return cast(list[dict[str, Any]], OPS.validate_json(b"[" + b",\n".join(lines) + b"]"))
 
 
-def encode_block(lines: list[bytes], first_line: int) -> tuple[Encoded, list[Problem]]:
-    """Encode lines ``first_line ..``: the screen, else the precise path.
+def encode_block(
+    lines: list[bytes], first_line: int, id_type: IdType = EXTERNAL
+) -> tuple[Encoded, list[Problem]]:
+    """Encode lines ``first_line ..``: the screen, else the precise path; then the
+    audience's id type turns each id into the stored one.
 
     Returns the encoded ops and every problem, located by line (the field in ``field``).
     """
     screened = screen_lines(lines)
     if screened is not None:
-        return Encoded(*screened), []
-    ops, problems = validate_block(lines, first_line)
-    if problems:
-        return Encoded(), problems
-    encoded = encode_ops(ops)
+        encoded = Encoded(*screened)
+    else:
+        ops, problems = validate_block(lines, first_line)
+        if problems:
+            return Encoded(), problems
+        encoded = encode_ops(ops)
+    id_type.apply(encoded)
     return encoded, [
         Problem(f"line {first_line + index}", p.code, p.message, p.loc)
         for index, p in encoded.problems

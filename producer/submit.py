@@ -26,6 +26,7 @@ from producer.errors import (
     no_audience,
     not_ready,
 )
+from producer.identifiers import EXTERNAL, IdType
 from producer.metrics import OPS_ACCEPTED
 from producer.ndjson import encode_block, lines_of
 from producer.validation import MAX_OPS_PER_REQUEST, MEMBERS_BODY, Problem, problems_from
@@ -59,6 +60,7 @@ class _Upload:
 
     token: str
     stage: bool = True
+    id_type: IdType = EXTERNAL
     received: int = 0
     batch_sizes: list[int] = field(default_factory=list)
     deduplicated: int = 0
@@ -71,8 +73,8 @@ class Producer:
         self.publisher = publisher
         self.settings = settings
 
-    def require_audience(self, account: str, audience_id: str, *, replace: bool = False) -> None:
-        """The audience exists in the account and takes membership updates now."""
+    def require_audience(self, account: str, audience_id: str, *, replace: bool = False) -> IdType:
+        """The audience exists in the account and takes membership updates now; its id type."""
         meta = self.store.audience_meta(account, audience_id)
         if meta is None:
             raise no_audience(audience_id)
@@ -80,6 +82,7 @@ class Producer:
             raise archived()
         if replace and self.store.replace_running(audience_id):
             raise not_ready()
+        return IdType.of(meta)
 
     def start_count(self, account: str, audience_id: str) -> str:
         """Start an asynchronous count of the targetable members; returns its token."""
@@ -123,10 +126,10 @@ class Producer:
 
         With ``validate_only`` nothing is staged or enqueued: the counts are returned.
         """
-        self.require_audience(account, audience_id)
+        id_type = self.require_audience(account, audience_id)
         self.check_callback(callback_url)
         try:
-            encoded = encode_body(body)
+            encoded = encode_body(body, id_type)
         except PydanticValidationError as exc:
             raise _invalid_members(exc) from None
         if encoded.problems:
@@ -160,17 +163,19 @@ class Producer:
 
         Each audience gets an ordinary remove through the same ordered path as any other
         update, so an add accepted later still wins. Archived audiences are included:
-        an opt-out is honoured everywhere.
+        an opt-out is honoured everywhere. Each audience reads the id by its own id type
+        (:meth:`IdType.lookup_id`); one where it cannot be an id is left out.
         """
-        encoded = encode_ops(
-            MEMBERS_BODY.validate_python({"ids": [{"action": "remove", "id": member_id}]})["ids"]
-        )
-        batch = deduplicate(encoded)
+        MEMBERS_BODY.validate_python({"ids": [{"action": "remove", "id": member_id}]})
         token = new_token()
         children = []
-        for audience_id in self.store.account_audience_ids(account):
+        for audience_id, id_fields in self.store.account_id_types(account).items():
+            stored_id = IdType.of(id_fields).lookup_id(member_id)
+            if stored_id is None:
+                continue
+            payload = deduplicate(encode_ops([{"action": "remove", "id": stored_id}])).payload
             child = new_token()
-            self.store.stage_batch(audience_id, child, 0, batch.payload)
+            self.store.stage_batch(audience_id, child, 0, payload)
             try:
                 self._accept_and_enqueue(account, audience_id, child, [1], 1, 0, kind="erase")
             except AudienceMissing:
@@ -209,11 +214,11 @@ class Producer:
                     )
                 ],
             )
-        await to_thread.run_sync(
+        id_type = await to_thread.run_sync(
             functools.partial(self.require_audience, account, audience_id, replace=replace)
         )
         self.check_callback(callback_url)
-        upload = _Upload(new_token(), stage=not validate_only)
+        upload = _Upload(new_token(), stage=not validate_only, id_type=id_type)
         block: list[bytes] = []
         try:
             async for line in lines_of(chunks, self.settings.max_ndjson_line_bytes):
@@ -261,7 +266,7 @@ class Producer:
     def _take_block(self, audience_id: str, upload: _Upload, lines: list[bytes]) -> None:
         first_line = upload.received + 1
         upload.received += len(lines)
-        encoded, problems = encode_block(lines, first_line)
+        encoded, problems = encode_block(lines, first_line, upload.id_type)
         upload.problems.extend(problems)
         if upload.problems:
             return  # Invalid: nothing more is staged; keep reading only to report problems.

@@ -22,6 +22,7 @@ from producer.errors import (
     UnsupportedMediaType,
     no_audience,
 )
+from producer.identifiers import IdType
 from producer.submit import DryRun, Producer
 from producer.validation import Problem
 from worker import store as store_errors
@@ -113,6 +114,8 @@ async def create_audience(request: Request, key: Writer) -> Json:
         fields["description"],
         fields["status"],
         fields["filter"],
+        fields["id_type"],
+        fields["default_region"],
     )
     return await _audience_response(request, key.account, audience["id"], 201)
 
@@ -152,6 +155,11 @@ async def patch_audience(
 ) -> Json:
     _require_media(request, JSON)
     changes = audience_input.parse_patch(await _read_body(request))
+    if any(name in changes for name in audience_input.IMMUTABLE):
+        meta = await _call_store(_store(request).audience_meta, key.account, audience_id)
+        if meta is None:
+            raise no_audience(audience_id)
+        audience_input.take_immutable(changes, meta)
     await _call_store(
         _store(request).update_audience,
         key.account,
@@ -308,13 +316,15 @@ async def get_member(request: Request, audience_id: str, member_id: str, key: Re
         meta = store.audience_meta(key.account, audience_id)
         if meta is None:
             raise no_audience(audience_id)
-        stored = store.get_member_stored(audience_id, member_id)
-        if stored is None:
+        # The raw identifier or its hash, read by the audience's id type.
+        stored_id = IdType.of(meta).lookup_id(member_id)
+        stored = None if stored_id is None else store.get_member_stored(audience_id, stored_id)
+        if stored_id is None or stored is None:
             raise NotFound("That id is not a member of this audience.")
         attrs = orjson.loads(stored) if stored else {}
         targetable = compile_filter(orjson.loads(meta["filter"]))(attrs)
         return {
-            "id": member_id,
+            "id": stored_id,
             "attributes": store_errors.plain_attributes(stored),
             "targetable": targetable,
         }

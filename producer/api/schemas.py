@@ -11,10 +11,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from producer.errors import catalogue
+from producer.identifiers import IdTypeName
 from producer.validation import MEMBERS_BODY
 from worker.contract import TokenState
 
 ERROR_CODES = catalogue()
+ID_TYPE_DESCRIPTION = (
+    "How ids are read and stored; set at creation, immutable (`immutable_field`). "
+    "`external`: stored as sent. `email`, `phone`: normalised, then only the SHA-256 hex "
+    "of the normalised value is stored. `sha256`: 64 hex characters, stored lowercase."
+)
+DEFAULT_REGION_DESCRIPTION = (
+    "`phone` audiences only: the ISO 3166-1 alpha-2 region of numbers sent without `+`; "
+    "without it such numbers are `invalid_phone`. Immutable."
+)
 
 BATCH_EXAMPLE = {
     "ids": [
@@ -80,6 +90,8 @@ class Audience(BaseModel):
     description: str | None
     status: Literal["draft", "active", "paused", "archived"]
     filter: dict[str, Any] | None
+    id_type: IdTypeName = Field(description=ID_TYPE_DESCRIPTION)
+    default_region: str | None = Field(description=DEFAULT_REGION_DESCRIPTION)
     size: int = Field(description="Current members.")
     cached_size: int | None = Field(description="Targetable members at the last count.")
     cached_size_updated_at: str | None
@@ -103,6 +115,10 @@ class AudienceCreate(BaseModel):
     description: str | None = Field(None, max_length=500)
     status: Literal["draft", "active"] = "active"
     filter: dict[str, Any] | None = None
+    id_type: IdTypeName = Field("external", description=ID_TYPE_DESCRIPTION)
+    default_region: str | None = Field(
+        None, pattern=r"^[A-Za-z]{2}$", description=DEFAULT_REGION_DESCRIPTION
+    )
 
 
 class AudiencePatch(BaseModel):

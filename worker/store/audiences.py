@@ -39,7 +39,10 @@ class Audiences(StoreBase):
         description: str | None,
         status: str = "active",
         filter_: dict[str, Any] | None = None,
+        id_type: str = "external",
+        default_region: str | None = None,
     ) -> dict[str, Any]:
+        """A new audience; ``id_type`` and ``default_region`` are written here only (immutable)."""
         audience_id = secrets.token_hex(12)
         if not self.r.hsetnx(keys.account_names(account), name, audience_id):
             raise AudienceExists(name)
@@ -57,6 +60,8 @@ class Audiences(StoreBase):
                 "rev": 1,
                 "created_at": now,
                 "updated_at": now,
+                "id_type": id_type,
+                **({"default_region": default_region} if default_region else {}),
             },
         )
         created = datetime.now(UTC).timestamp() * 1_000_000
@@ -92,6 +97,8 @@ class Audiences(StoreBase):
             "description": orjson.loads(raw["description"]),
             "status": raw["status"],
             "filter": orjson.loads(raw["filter"]),
+            "id_type": raw.get("id_type", "external"),
+            "default_region": raw.get("default_region"),
             "size": int(size or 0),
             "cached_size": int(cached) if cached is not None else None,
             "cached_size_updated_at": raw.get("cached_size_updated_at"),
@@ -232,3 +239,19 @@ class Audiences(StoreBase):
 
     def account_audience_ids(self, account: str) -> list[str]:
         return [a.decode() for a in self.r.zrange(keys.account_audiences(account), 0, -1)]
+
+    def account_id_types(self, account: str) -> dict[str, dict[str, str]]:
+        """Each audience of the account with its ``id_type`` and ``default_region`` fields
+        (those it has), in creation order."""
+        audience_ids = self.account_audience_ids(account)
+        pipe = self.r.pipeline(transaction=False)
+        for audience_id in audience_ids:
+            pipe.hmget(keys.audience_meta(audience_id), "id_type", "default_region")
+        return {
+            audience_id: {
+                name: value.decode()
+                for name, value in zip(("id_type", "default_region"), values, strict=True)
+                if value is not None
+            }
+            for audience_id, values in zip(audience_ids, pipe.execute(), strict=True)
+        }

@@ -34,6 +34,8 @@ AUDIENCE_FIELDS = {
     "description",
     "status",
     "filter",
+    "id_type",
+    "default_region",
     "size",
     "cached_size",
     "cached_size_updated_at",
