@@ -90,8 +90,8 @@ class Audience(BaseModel):
     description: str | None
     status: Literal["draft", "active", "paused", "archived"]
     filter: dict[str, Any] | None
-    id_type: IdTypeName = Field(description=ID_TYPE_DESCRIPTION)
-    default_region: str | None = Field(description=DEFAULT_REGION_DESCRIPTION)
+    id_type: IdTypeName = Field("external", description=ID_TYPE_DESCRIPTION)
+    default_region: str | None = Field(None, description=DEFAULT_REGION_DESCRIPTION)
     size: int = Field(description="Current members.")
     cached_size: int | None = Field(description="Targetable members at the last count.")
     cached_size_updated_at: str | None
