@@ -57,7 +57,9 @@ def record_consumed(store: Store, task: Task) -> None:
         log.warning("could not record the consumption of %s", queue)
 
 
-def create_app(settings: Settings | None = None) -> Celery:
+def create_app(settings: Settings | None = None, *, consumer: bool = True) -> Celery:
+    """The worker's app; ``consumer=False`` for Flower and ``celery inspect`` (they consume
+    nothing, so they keep kombu's own transport)."""
     settings = settings or get_settings()
     app = Celery("audiences", set_as_current=False)
     stores = _StorePerProcess(settings)
@@ -67,7 +69,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         log.error("malformed message dead-lettered: %s", reason)
         stores.get().dead_letter(raw, reason)
 
-    app.conf.update(celery_config(settings, on_undecodable))
+    app.conf.update(celery_config(settings, on_undecodable if consumer else None))
 
     def publish(messages: list[ApplyBatch]) -> None:
         enqueue(app, messages, QUEUE_BULK, trace_id_var.get())

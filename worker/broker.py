@@ -24,13 +24,16 @@ def queue_for(ops: int, settings: Settings) -> str:
 def celery_config(
     settings: Settings, on_undecodable: Callable[[bytes, str], None] | None = None
 ) -> dict[str, Any]:
-    """Celery's settings; ``on_undecodable`` (the worker's) dead-letters malformed messages."""
+    """Celery's settings; ``on_undecodable`` (given by a consuming worker) dead-letters
+    malformed messages."""
     broker = settings.require_broker()
-    redis_broker = broker.startswith(("redis://", "rediss://", "unix://"))
+    consumes = on_undecodable is not None and broker.startswith(("redis://", "rediss://"))
     return {
         "broker_url": broker,
-        # Ours is kombu's Redis transport that survives an undecodable message.
-        **({"broker_transport": "worker.transport:Transport"} if redis_broker else {}),
+        # A consuming worker uses kombu's Redis transport made to survive an undecodable
+        # message; publishers and Flower keep kombu's own (Flower reads queue lengths by
+        # the URL's scheme).
+        **({"broker_transport": "worker.transport:Transport"} if consumes else {}),
         "worker_consumer": "worker.transport:Consumer",
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
