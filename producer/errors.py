@@ -39,6 +39,10 @@ class Unauthorized(ApiError):
     """No API key, or one we do not know."""
 
     status, code = 401, "unauthorized"
+    # RFC 9110 asks a 401 for a challenge; the scheme names the header the key goes in.
+    headers: ClassVar[dict[str, str] | None] = {
+        "WWW-Authenticate": 'ApiKey realm="audiences", header="X-API-Key"'
+    }
 
 
 class Forbidden(ApiError):

@@ -1,8 +1,10 @@
 """Completion webhooks: POST a token's final status to its ``callback_url``.
 
-Calls are signed (``Audiences-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
-"t.body">`` under the account's secret), follow no redirects, and go only to hosts
-listed in ``AUDIENCES_WEBHOOK_ALLOWED_HOSTS``. Failed calls are retried with backoff
+Every call is an event envelope (``{"type": "indexing.completed", "id", "created_at",
+"data": <the token's status>}``), always signed under the account's secrets (made at the
+first callback if the account has none; see :mod:`worker.webhook_signing` for both
+schemes), follows no redirects, and goes only to hosts listed in
+``AUDIENCES_WEBHOOK_ALLOWED_HOSTS``. Failed calls are retried with backoff
 for up to 24 hours; the schedule lives in the store (a sorted set), never in long
 ETA messages, and each worker's pump thread leases due calls from it. Delivery is at
 least once: receivers should treat the token as the idempotency key.
@@ -10,19 +12,18 @@ least once: receivers should treat the token as the idempotency key.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
-import orjson
 
 from worker.contract import TokenState
 from worker.settings import Settings
 from worker.store import Store
+from worker.webhook_signing import event_body, event_id, signed_headers
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,6 @@ def callback_problem(url: str, settings: Settings) -> str | None:
     return None
 
 
-def signature(secret: str, timestamp: int, body: bytes) -> str:
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
-
-
 def deliver_due(store: Store, settings: Settings, http: httpx.Client, limit: int = 50) -> int:
     """Make the due calls once each; returns how many were attempted."""
     claimed = store.claim_webhooks(limit, LEASE_SECONDS)
@@ -86,13 +82,15 @@ def _deliver(
         store.webhook_done(audience_id, token_id, "host_not_allowed")
         log.warning("webhook dropped: host not allowed", extra=ids)
         return
-    body = orjson.dumps(status)
-    now = time.time()
-    headers = {"Content-Type": "application/json"}
     account = store.token_account(audience_id, token_id)
-    secret = store.webhook_secret(account) if account else None
-    if secret:
-        headers["Audiences-Signature"] = signature(secret, int(now), body)
+    if not account:
+        store.webhook_done(audience_id, token_id, "dropped")
+        return
+    now = time.time()
+    # The event's time is its first attempt's, so a retry sends the very same body.
+    created_at = datetime.fromtimestamp(first_at or now, UTC).isoformat().replace("+00:00", "Z")
+    body = event_body(token_id, created_at, status)
+    headers = signed_headers(store.signing_secrets(account), event_id(token_id), int(now), body)
     try:
         response = http.post(url, content=body, headers=headers)
         ok = 200 <= response.status_code < 300

@@ -13,6 +13,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.api import envelope
+from producer.api.headers import scope_answer_headers
 from producer.api.idempotency import IdempotencyMiddleware
 from producer.api.responses import Json
 from producer.api.routes import router
@@ -40,7 +41,8 @@ def trace_id_for(request: Request) -> str:
 
 
 class TraceMiddleware:
-    """Give every request its trace id: in ``request.state`` and the X-Request-Id header."""
+    """Give every request its trace id (in ``request.state`` and the X-Request-Id header)
+    and put the request's answer headers (:mod:`producer.api.headers`) on its answer."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -57,6 +59,9 @@ class TraceMiddleware:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers["X-Request-Id"] = trace_id
+                for name, value in scope_answer_headers(scope).items():
+                    if name not in headers:
+                        headers[name] = value
             await send(message)
 
         await self.app(scope, receive, send_with_id)

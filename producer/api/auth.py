@@ -10,6 +10,7 @@ from anyio import to_thread
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
+from producer.api.headers import answer_headers
 from producer.errors import Forbidden, RateLimited, StoreFull, Unauthorized
 from worker.store import SCOPE_READ, SCOPE_WRITE, ApiKey
 
@@ -29,21 +30,33 @@ async def _api_key(
     return key
 
 
+def rate_limit_fields(budget: str, rate: int, left: int, reset: int) -> dict[str, str]:
+    """The IETF draft's RateLimit-Policy and RateLimit fields, and the old draft's names
+    (RateLimit-Limit/-Remaining/-Reset), kept for clients that read them."""
+    return {
+        "RateLimit-Policy": f'"{budget}";q={rate};w=1',
+        "RateLimit": f'"{budget}";r={left};t={reset}',
+        "RateLimit-Limit": str(rate),
+        "RateLimit-Remaining": str(left),
+        "RateLimit-Reset": str(reset),
+    }
+
+
 def _check_rate(request: Request, key: ApiKey, budget: str, rate: int) -> None:
+    """Take one request from the budget; its fields go on the answer, whatever it is."""
     if rate <= 0:
         return
     allowed, left, wait_ms = request.app.state.store.take_rate(key.account, budget, rate)
+    # The bucket refills ``rate`` per second: whole again within a second, and a refused
+    # request waits for its one token.
+    reset = max(1, math.ceil(wait_ms / 1000)) if not allowed else int(left < rate)
+    fields = rate_limit_fields(budget, rate, left, reset)
+    answer_headers(request).update(fields)
     if not allowed:
-        reset = max(1, math.ceil(wait_ms / 1000))
         raise RateLimited(
             f"Over the {budget} limit of {rate} requests per second for this account; "
             f"retry after {reset} s.",
-            headers={
-                "Retry-After": str(reset),
-                "RateLimit-Limit": str(rate),
-                "RateLimit-Remaining": str(left),
-                "RateLimit-Reset": str(reset),
-            },
+            headers={"Retry-After": str(reset), **fields},
         )
 
 

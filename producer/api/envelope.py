@@ -29,15 +29,21 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
 
 
 def error_response(request: Request, error: ApiError) -> Json:
+    """The envelope; it names its trace id in the X-Request-Id header too, because a 500
+    is answered outside the middleware that sets it on every other answer."""
+    trace_id = getattr(request.state, "trace_id", None)
+    headers = dict(error.headers or {})
+    if trace_id:
+        headers["X-Request-Id"] = trace_id
     body: dict[str, Any] = {
         "error": {
             "code": error.code,
             "message": error.message,
             "details": [p.as_detail() for p in error.details],
         },
-        "trace_id": getattr(request.state, "trace_id", None),
+        "trace_id": trace_id,
     }
-    return Json(body, status_code=error.status, headers=error.headers)
+    return Json(body, status_code=error.status, headers=headers)
 
 
 def _leaf_routes(routes: list[Any]) -> Iterator[Any]:

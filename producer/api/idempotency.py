@@ -28,6 +28,8 @@ from worker.store import Store
 RETENTION_SECONDS = 24 * 3600
 CLAIM_SECONDS = 3600
 MAX_KEY_LENGTH = 255
+# What a replay repeats besides the body: where the created resource or token is.
+REPLAYED_HEADERS = frozenset({b"location", b"etag"})
 
 
 def _fingerprint_start(scope: Scope) -> Any:
@@ -104,6 +106,7 @@ class IdempotencyMiddleware:
                 )
                 await error_response(request, error)(scope, receive, send)
                 return
+            replayed = [(k.encode(), v.encode()) for k, v in record.get("headers", [])]
             await send(
                 {
                     "type": "http.response.start",
@@ -111,6 +114,7 @@ class IdempotencyMiddleware:
                     "headers": [
                         (b"content-type", b"application/json"),
                         (b"idempotent-replayed", b"true"),
+                        *replayed,
                     ],
                 }
             )
@@ -125,11 +129,17 @@ class IdempotencyMiddleware:
 
         status = 0
         body: list[bytes] = []
+        kept: list[tuple[str, str]] = []
 
         async def capturing_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                kept.extend(
+                    (k.decode(), v.decode())
+                    for k, v in message.get("headers", [])
+                    if k.lower() in REPLAYED_HEADERS
+                )
             elif message["type"] == "http.response.body":
                 body.append(message.get("body", b""))
             await send(message)
@@ -141,6 +151,7 @@ class IdempotencyMiddleware:
                 record = {
                     "fingerprint": digest.hexdigest(),
                     "status": status,
+                    "headers": kept,
                     "body": b"".join(body).decode(),
                 }
                 await to_thread.run_sync(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import orjson
 from anyio import to_thread
@@ -34,6 +36,7 @@ router = APIRouter()
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
+MIN_POLL_WAIT, MAX_POLL_WAIT = 1, 30
 IfMatch = Annotated[str | None, Header()]
 CallbackUrl = Annotated[
     str | None,
@@ -78,12 +81,33 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+def status_path(token: str) -> str:
+    """Where a token's status is read (a path relative to the API's root: proxy-proof)."""
+    return f"/v1/indexing/{token}"
+
+
+def audience_path(audience_id: str) -> str:
+    return f"/v1/audiences/{quote(audience_id, safe='')}"
+
+
 def _accepted(outcome: str | DryRun) -> Json:
+    """A dry run's counts, or the 202 that points at its token's status."""
     if isinstance(outcome, DryRun):
         return Json({"received": outcome.received, "deduplicated": outcome.deduplicated})
+    url = status_path(outcome)
     return Json(
-        {"indexing_token": outcome, "indexing_state": TokenState.IN_PROCESS}, status_code=202
+        {"indexing_token": outcome, "indexing_state": TokenState.IN_PROCESS, "status_url": url},
+        status_code=202,
+        headers={"Location": url},
     )
+
+
+def poll_retry_after(status: dict[str, Any]) -> dict[str, str]:
+    """When to poll an IN_PROCESS token again: its ETA, held to 1..30 s."""
+    if status["indexing_state"] != TokenState.IN_PROCESS:
+        return {}
+    eta = status.get("eta_seconds") or 0
+    return {"Retry-After": str(min(MAX_POLL_WAIT, max(MIN_POLL_WAIT, math.ceil(eta))))}
 
 
 async def _audience_response(
@@ -93,7 +117,10 @@ async def _audience_response(
     if view is None:
         raise no_audience(audience_id)
     audience, etag = view
-    return Json(audience, status_code=status, headers={"ETag": etag})
+    headers = {"ETag": etag}
+    if status == 201:
+        headers["Location"] = audience_path(audience_id)
+    return Json(audience, status_code=status, headers=headers)
 
 
 # --- audiences ---------------------------------------------------------------------------
@@ -277,7 +304,7 @@ async def indexing_status(request: Request, token: str, key: Reader) -> Json:
     status = await to_thread.run_sync(_store(request).get_token, key.account, token)
     if status is None:
         raise NotFound(f"No indexing token {token!r} in this account.")
-    return Json(status)
+    return Json(status, headers=poll_retry_after(status))
 
 
 @router.get(

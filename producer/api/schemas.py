@@ -70,6 +70,7 @@ class Accepted(BaseModel):
                 {
                     "indexing_token": "a0082dc6860938a26280bd3ba927303b",
                     "indexing_state": "IN_PROCESS",
+                    "status_url": "/v1/indexing/a0082dc6860938a26280bd3ba927303b",
                 }
             ]
         }
@@ -77,6 +78,10 @@ class Accepted(BaseModel):
 
     indexing_token: str = Field(pattern=r"^[0-9a-f]{32}$")
     indexing_state: Literal["IN_PROCESS"]
+    status_url: str = Field(
+        pattern=r"^/v1/indexing/[0-9a-f]{32}$",
+        description="Where to poll the token (also in `Location`), relative to the API's root.",
+    )
 
 
 class DryRunResult(BaseModel):
@@ -151,6 +156,10 @@ class TokenError(BaseModel):
     message: str
 
 
+class TokenResult(BaseModel):
+    size: int = Field(ge=0, description="Targetable members (a size count).")
+
+
 class IndexingStatus(BaseModel):
     indexing_token: str
     audience_id: str | None = Field(
@@ -167,6 +176,9 @@ class IndexingStatus(BaseModel):
         0,
         description="Times a batch of this token was published again by the store's "
         "reconciler because its message was lost (the broker's doorbell failed).",
+    )
+    result: TokenResult | None = Field(
+        None, description="What a finished token computed: a size count's `size`; else `null`."
     )
 
 

@@ -126,6 +126,11 @@ def webhook_secret(account: str) -> str:
     return f"acct:{{{account}}}:webhook_secret"
 
 
+def webhook_previous_secret(account: str) -> str:
+    """The secret a rotation replaced, still signing until it expires."""
+    return f"acct:{{{account}}}:webhook_secret_previous"
+
+
 def webhooks_due() -> str:
     """Completion calls to make: "<audience>\\t<token>" scored by when (retries kept here)."""
     return "webhooks:due"

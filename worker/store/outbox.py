@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 from typing import Any
@@ -11,17 +12,45 @@ import orjson
 from worker.store import keys
 from worker.store.base import StoreBase, now_iso, text
 
+# How long a rotated-out webhook secret keeps signing calls beside the new one.
+ROTATION_OVERLAP_SECONDS = 24 * 3600
+
+
+def new_webhook_secret() -> str:
+    """``whsec_`` and the base64 of 32 random bytes, the Standard Webhooks form."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
 
 class Outbox(StoreBase):
     """The webhook schedule (leased by the workers' pumps) and the dead-letter list."""
 
     def webhook_secret(self, account: str, *, create: bool = False) -> str | None:
-        """The account's signing secret; ``create`` makes a new one (and replaces the old)."""
+        """The account's current signing secret; ``create`` rotates in a new one (the one it
+        replaces keeps signing for :data:`ROTATION_OVERLAP_SECONDS`)."""
         if create:
-            secret = "whsec_" + secrets.token_urlsafe(32)
-            self.r.set(keys.webhook_secret(account), secret)
-            return secret
+            return self.rotate_webhook_secret(account)
         return text(self.r.get(keys.webhook_secret(account)))
+
+    def rotate_webhook_secret(
+        self, account: str, overlap_seconds: int = ROTATION_OVERLAP_SECONDS
+    ) -> str:
+        """A new current secret; the old one stays valid (and signs) for ``overlap_seconds``."""
+        secret = new_webhook_secret()
+        previous = self.r.set(keys.webhook_secret(account), secret, get=True)
+        if previous and overlap_seconds > 0:
+            self.r.set(keys.webhook_previous_secret(account), previous, ex=overlap_seconds)
+        else:
+            self.r.delete(keys.webhook_previous_secret(account))
+        return secret
+
+    def signing_secrets(self, account: str) -> list[str]:
+        """The secrets a call is signed with, current first: every call is signed, so an
+        account without a secret gets one now (at its first callback)."""
+        self.r.set(keys.webhook_secret(account), new_webhook_secret(), nx=True)
+        current, previous = self.r.mget(
+            keys.webhook_secret(account), keys.webhook_previous_secret(account)
+        )
+        return [text(s) for s in (current, previous) if s]  # type: ignore[misc]
 
     def token_account(self, audience_id: str, token_id: str) -> str | None:
         return text(self.r.hget(keys.token(audience_id, token_id), "account"))

@@ -12,6 +12,21 @@ from worker.store.base import StoreBase, text, texts
 from worker.store.values import decode_member, member_blob, plain_attributes
 
 
+def _erasure_error(audience_id: str, error: dict[str, str]) -> dict[str, str]:
+    """A failed erasure says which audience failed it and why (its child's error)."""
+    return {
+        "code": error["code"],
+        "message": f"In audience {audience_id}: {error['message']}",
+    }
+
+
+def _result(raw: dict[str, str]) -> dict[str, Any] | None:
+    """What a finished token computed: a size count's targetable members."""
+    if raw.get("kind") == "size" and raw["state"] == "APPLIED":
+        return {"size": int(raw.get("matched", 0))}
+    return None
+
+
 class Reads(StoreBase):
     """What clients poll and export."""
 
@@ -35,10 +50,13 @@ class Reads(StoreBase):
         )
         states = set()
         finished = []
-        for child in children:
+        failure = None
+        for (audience_id, _), child in zip(record["children"], children, strict=True):
             if child is None:
                 continue
             states.add(child["indexing_state"])
+            if failure is None and child["error"]:
+                failure = _erasure_error(audience_id, child["error"])
             finished.append(child["applied_at"])
             for name in counts:
                 counts[name] += child["counts"][name]
@@ -59,8 +77,9 @@ class Reads(StoreBase):
             ),
             "counts": counts,
             "eta_seconds": None,
-            "error": None,
+            "error": failure if state == "FAILED" else None,
             "republished": sum(c["republished"] for c in children if c is not None),
+            "result": None,
         }
 
     def get_token(self, account: str, token_id: str) -> dict[str, Any] | None:
@@ -109,6 +128,7 @@ class Reads(StoreBase):
             "eta_seconds": eta,
             "error": error,
             "republished": int(raw.get("republished", 0)),
+            "result": _result(raw),
         }
 
     def get_member_stored(self, audience_id: str, member_id: str) -> bytes | None:

@@ -27,7 +27,9 @@ def test_rate_limits_answer_429_with_headers(
     worker: object,
     new_key,  # type: ignore[no-untyped-def]
 ) -> None:
-    """Over an account's budget: 429 rate_limited with Retry-After and RateLimit-* headers."""
+    """Over an account's budget: 429 rate_limited with Retry-After; every rate-limited answer,
+    success too, carries the IETF draft's RateLimit-Policy and RateLimit fields and the old
+    draft's RateLimit-Limit/-Remaining/-Reset."""
     env = stack_env | {"AUDIENCES_WRITE_RATE_LIMIT": "3", "AUDIENCES_READ_RATE_LIMIT": "5"}
     proc, url = start_api(env, tmp_path / "api.log")
     try:
@@ -37,6 +39,10 @@ def test_rate_limits_answer_429_with_headers(
             writes = [http.post("/v1/audiences", json={"name": f"r{i}"}) for i in range(6)]
             limited = [r for r in writes if r.status_code == 429]
             assert limited and writes[0].status_code == 201
+            first = writes[0].headers
+            assert first["RateLimit-Policy"] == '"write";q=3;w=1'
+            assert first["RateLimit"] == '"write";r=2;t=1'
+            assert (first["RateLimit-Limit"], first["RateLimit-Remaining"]) == ("3", "2")
             body = limited[0].json()
             assert body["error"]["code"] == "rate_limited" and body["trace_id"]
             headers = limited[0].headers
@@ -44,8 +50,10 @@ def test_rate_limits_answer_429_with_headers(
             assert headers["RateLimit-Limit"] == "3"
             assert int(headers["RateLimit-Remaining"]) == 0
             assert int(headers["RateLimit-Reset"]) >= 1
+            assert headers["RateLimit"] == f'"write";r=0;t={headers["RateLimit-Reset"]}'
             reads = [http.get("/v1/audiences") for _ in range(10)]
             assert {r.status_code for r in reads} == {200, 429}
+            assert reads[0].headers["RateLimit-Policy"] == '"read";q=5;w=1'
         with httpx.Client(base_url=url, headers={"X-API-Key": other}) as http:
             assert http.get("/v1/audiences").status_code == 200  # budgets are per account
         with AudiencesClient(url, secret, backoff=0.2) as client:
