@@ -1,11 +1,15 @@
-"""``verify_signature`` accepts exactly what ``worker.webhooks`` signs, and nothing else."""
+"""``verify_signature`` accepts exactly what ``worker.webhook_signing`` signs, and nothing else."""
 
 from __future__ import annotations
 
 import pytest
 
 from producer.client import InvalidSignature, verify_signature
-from worker.webhooks import signature
+from worker.webhook_signing import audiences_signature
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    return audiences_signature([secret], timestamp, body)
 
 BODY = b'{"indexing_token":"t","indexing_state":"APPLIED"}'
 NOW = 1_700_000_000
