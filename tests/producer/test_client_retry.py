@@ -27,7 +27,11 @@ from producer.client import (
 from producer.client.retry import RetryPolicy, retry_after_seconds
 
 TOKEN = "a" * 32
-ACCEPTED = {"indexing_token": TOKEN, "indexing_state": "IN_PROCESS"}
+ACCEPTED = {
+    "indexing_token": TOKEN,
+    "indexing_state": "IN_PROCESS",
+    "status_url": f"/v1/indexing/{TOKEN}",
+}
 AUDIENCE: dict[str, Any] = {
     "id": "aud1",
     "name": "n",
