@@ -27,6 +27,18 @@ def _result(raw: dict[str, str]) -> dict[str, Any] | None:
     return None
 
 
+# A token's counts, as its status shows them (the apply and accept scripts write them).
+COUNT_FIELDS = (
+    "received",
+    "deduplicated",
+    "batches_total",
+    "batches_applied",
+    "added",
+    "removed",
+    "superseded",
+)
+
+
 class Reads(StoreBase):
     """What clients poll and export."""
 
@@ -36,18 +48,7 @@ class Reads(StoreBase):
             return None
         record = orjson.loads(raw)
         children = [self.get_token(account, child) for _, child in record["children"]]
-        counts = dict.fromkeys(
-            (
-                "received",
-                "deduplicated",
-                "batches_total",
-                "batches_applied",
-                "added",
-                "removed",
-                "superseded",
-            ),
-            0,
-        )
+        counts = dict.fromkeys(COUNT_FIELDS, 0)
         states = set()
         finished = []
         failure = None
@@ -98,18 +99,7 @@ class Reads(StoreBase):
         raw = texts(self.r.hgetall(keys.token(audience_id, token_id)))
         if not raw:
             return None
-        counts = {
-            name: int(raw.get(name, 0))
-            for name in (
-                "received",
-                "deduplicated",
-                "batches_total",
-                "batches_applied",
-                "added",
-                "removed",
-                "superseded",
-            )
-        }
+        counts = {name: int(raw.get(name, 0)) for name in COUNT_FIELDS}
         eta = None
         if raw["state"] == "IN_PROCESS" and counts["batches_applied"] and raw.get("created_ms"):
             elapsed = time.time() - int(raw["created_ms"]) / 1000
