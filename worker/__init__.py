@@ -2,10 +2,11 @@
 
 The producer's API side imports these names: the message contract, the store facade
 (with its error classes, :mod:`worker.store`), the settings and a publisher that needs no
-task definitions. Three rules both sides apply live here too, so that they are written
+task definitions. Four things both sides use live here too, so that they are written
 once: the filter language (:mod:`worker.filters`: validated by the API, evaluated by
-counts), the callback URL rule (:func:`worker.webhooks.callback_problem`) and the trace-id
-context of log lines (:mod:`worker.logs`). The CLI, which also starts workers and the
+counts), the callback URL rule (:func:`worker.webhooks.callback_problem`), the token
+status document (:mod:`worker.status`: polled through the API, sent by webhooks) and the
+trace-id context of log lines (:mod:`worker.logs`). The CLI, which also starts workers and the
 embedded store, may use the rest; nothing else in ``producer/`` does.
 """
 

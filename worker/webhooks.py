@@ -22,6 +22,7 @@ import httpx
 
 from worker.contract import TokenState
 from worker.settings import Settings
+from worker.status import token_status
 from worker.store import Store
 from worker.webhook_signing import event_body, event_id, signed_headers
 
@@ -69,7 +70,7 @@ def _deliver(
     store: Store, settings: Settings, http: httpx.Client, audience_id: str, token_id: str
 ) -> None:
     url, attempts, first_at = store.webhook_attempt(audience_id, token_id)
-    status = store.token_status(audience_id, token_id)
+    status = token_status(store, audience_id, token_id)
     ids = {"audience_id": audience_id, "token": token_id}
     if not url or status is None:
         store.webhook_done(audience_id, token_id, "dropped")

@@ -30,6 +30,7 @@ from producer.validation import Problem
 from worker import store as store_errors
 from worker.contract import TokenState
 from worker.filters import compile_filter
+from worker.status import get_token
 from worker.store import Store
 
 router = APIRouter()
@@ -301,7 +302,7 @@ async def upload_members(
     responses={200: {"model": S.IndexingStatus}} | S.error_responses(403, 404, 422),
 )
 async def indexing_status(request: Request, token: str, key: Reader) -> Json:
-    status = await to_thread.run_sync(_store(request).get_token, key.account, token)
+    status = await to_thread.run_sync(get_token, _store(request), key.account, token)
     if status is None:
         raise NotFound(f"No indexing token {token!r} in this account.")
     return Json(status, headers=poll_retry_after(status))

@@ -34,6 +34,7 @@ from worker.contract import QUEUE_BULK, QUEUES, ApplyBatch
 from worker.embedded import EmbeddedValkey
 from worker.publish import enqueue
 from worker.settings import Settings
+from worker.status import get_token
 from worker.store import SCOPES, Store, keys
 
 
@@ -264,7 +265,7 @@ class FaultStack:
             for token in pending:
                 if (
                     self.messages_of(token)
-                    or self.store.get_token(self.account, token)["indexing_state"] != "IN_PROCESS"
+                    or get_token(self.store, self.account, token)["indexing_state"] != "IN_PROCESS"
                 ):
                     since.pop(token, None)
                 elif now - since.setdefault(token, now) > settle:
@@ -281,7 +282,7 @@ class FaultStack:
         """Where the unfinished tokens' batches are: broker queues, unacked, deliveries."""
         lines = [f"broker: {self.queued()} queued, {self.unacked()} unacknowledged"]
         for audience, token in audiences_tokens:
-            status = self.store.get_token(self.account, token)
+            status = get_token(self.store, self.account, token)
             if status is None or status["indexing_state"] == "IN_PROCESS":
                 lines.append(
                     f"token {token}: deliveries {self.deliveries(audience, token)}, "

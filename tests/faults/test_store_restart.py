@@ -25,6 +25,7 @@ import pytest
 from tests.faults.conftest import FaultStack, StackOptions
 from tests.faults.model import Driver, assert_final_state, workload
 from tests.support import wait_until
+from worker.status import get_token
 from worker.store import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -76,7 +77,7 @@ def durable_state(stack: FaultStack, audiences: list[str], tokens: list[str]) ->
     return [
         *(r.hgetall(keys.members(a)) for a in audiences),
         *(r.get(keys.member_count(a)) for a in audiences),
-        *(stack.store.get_token(stack.account, t) for t in tokens),
+        *(get_token(stack.store, stack.account, t) for t in tokens),
     ]
 
 

@@ -12,6 +12,7 @@ from producer.validation import MEMBERS_BODY
 from worker.apply import apply_batch, dead_letter, release_parked
 from worker.contract import ApplyBatch
 from worker.settings import Settings
+from worker.status import token_status
 from worker.store import Store, keys
 
 ACCOUNT = "acct-a"
@@ -54,7 +55,7 @@ def test_a_batch_delivered_past_the_cap_fails_instead_of_looping(
     for _ in range(2):
         store.count_delivery(audience, msg.token, 0)
     assert apply_batch(store, msg, max_deliveries=2, publish=no_publish) is None
-    status = store.token_status(audience, msg.token)
+    status = token_status(store, audience, msg.token)
     assert status is not None and status["indexing_state"] == "FAILED"
     assert status["error"]["code"] == "too_many_deliveries"
 
@@ -71,7 +72,7 @@ def test_a_lost_payload_fails_the_batch_payload_lost(store: Store, audience: str
     store.r.delete(keys.batch_payload(audience, msg.token, 0))
     result = apply_batch(store, msg, max_deliveries=10, publish=no_publish)
     assert result is not None and result.outcome == "missing"
-    status = store.token_status(audience, msg.token)
+    status = token_status(store, audience, msg.token)
     assert status is not None and status["error"]["code"] == "payload_lost"
 
 
@@ -79,7 +80,7 @@ def test_a_dead_letter_fails_the_batch_and_keeps_its_ops(store: Store, audience:
     """Its ops stay staged so that a replay can still apply them."""
     msg = accepted(store, audience)
     dead_letter(store, msg.model_dump(), "boom", no_publish)
-    status = store.token_status(audience, msg.token)
+    status = token_status(store, audience, msg.token)
     assert status is not None and status["error"]["code"] == "apply_failed"
     assert store.r.exists(keys.batch_payload(audience, msg.token, 0))
     assert [e["reason"] for e in store.dead_letters()] == ["boom"]

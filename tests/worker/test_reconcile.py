@@ -19,6 +19,7 @@ from worker.apply import apply_batch
 from worker.contract import QUEUE_BULK, QUEUE_SMALL, ApplyBatch, CountStep
 from worker.reconcile import FORGET_AFTER_SECONDS, Reconciler, is_lost
 from worker.settings import Settings
+from worker.status import token_status
 from worker.store import Store, keys
 
 ACCOUNT = "acct-r"
@@ -115,7 +116,7 @@ def test_a_lost_batch_is_published_again_to_its_queue_and_counted(
     report = reconciler(store, sent).sweep(now=later(AFTER + 1))
     assert report is not None and report.republished == 1
     assert sent.sent == [(msg, QUEUE_SMALL)]
-    assert store.token_status(audience, msg.token)["republished"] == 1  # type: ignore[index]
+    assert token_status(store, audience, msg.token)["republished"] == 1  # type: ignore[index]
 
 
 def test_a_republished_batch_waits_redeliver_after_before_the_next(
@@ -150,7 +151,7 @@ def test_the_republished_message_applies_once(store: Store, audience: str) -> No
     for delivery in (msg, again):
         assert isinstance(delivery, ApplyBatch)
         apply_batch(store, delivery, max_deliveries=10, publish=lambda _: None)
-    status = store.token_status(audience, msg.token)
+    status = token_status(store, audience, msg.token)
     assert status is not None and status["indexing_state"] == "APPLIED"
     assert status["counts"]["added"] == 5 and status["counts"]["batches_applied"] == 1
 
@@ -164,7 +165,7 @@ def test_a_lost_payload_ends_failed_payload_lost(store: Store, audience: str) ->
     [(again, _)] = sent.sent
     assert isinstance(again, ApplyBatch)
     apply_batch(store, again, max_deliveries=10, publish=lambda _: None)
-    status = store.token_status(audience, msg.token)
+    status = token_status(store, audience, msg.token)
     assert status is not None and status["indexing_state"] == "FAILED"
     assert status["error"]["code"] == "payload_lost"
 

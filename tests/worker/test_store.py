@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from producer.batching import deduplicate, encode_ops
 from worker.settings import Settings
+from worker.status import get_token
 from worker.store import SCOPE_READ, SCOPE_WRITE, ApplyResult, AudienceExists, Store, keys
 
 ACCOUNT = "acct-1"
@@ -86,7 +87,7 @@ def apply(store: Store, audience: str, sub: Submission, batch_no: int = 0) -> Ap
 
 
 def token(store: Store, sub: Submission) -> dict[str, Any]:
-    status = store.get_token(ACCOUNT, sub.token)
+    status = get_token(store, ACCOUNT, sub.token)
     assert status is not None
     return status
 
@@ -223,7 +224,7 @@ def test_apply_batch_applies_ops_and_counts(store: Store, audience: str) -> None
     assert result.token_state == "APPLIED"
     assert all_members(store, audience) == {"b": {"v": 2}, "c": {}, "d": {"v": 2}}
     assert size(store, audience) == 3
-    assert store.get_token("someone-else", sub.token) is None
+    assert get_token(store, "someone-else", sub.token) is None
     status = token(store, sub)
     assert status["indexing_state"] == "APPLIED"
     assert status["applied_at"]
@@ -455,7 +456,7 @@ def test_abandon_forget_removes_the_token(store: Store, audience: str) -> None:
     """abandon(forget=True) leaves no token, no staged payload and no pending batch."""
     sub = submit(store, audience, [add("a")], [add("b")])
     store.abandon(audience, sub.token, 2, forget=True)
-    assert store.get_token(ACCOUNT, sub.token) is None
+    assert get_token(store, ACCOUNT, sub.token) is None
     assert not store.r.exists(keys.token(audience, sub.token))
     assert not store.r.exists(keys.batch_payload(audience, sub.token, 0))
     assert not store.r.exists(keys.batch_payload(audience, sub.token, 1))

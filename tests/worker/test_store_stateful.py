@@ -17,6 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from producer.batching import deduplicate, encode_ops
 from worker.settings import Settings
+from worker.status import get_token
 from worker.store import Store, keys
 
 ACCOUNT = "acct"
@@ -112,7 +113,7 @@ class StoreMachine(RuleBasedStateMachine):
             assert int(self.store.r.get(keys.member_count(audience_id)) or 0) == len(model)
             assert self.store.r.zcard(keys.tombstones(audience_id)) == 0
         for _, token in self.tokens:
-            status = self.store.get_token(ACCOUNT, token)
+            status = get_token(self.store, ACCOUNT, token)
             assert status is not None and status["indexing_state"] == "APPLIED"
             c = status["counts"]
             assert c["added"] + c["removed"] + c["superseded"] + c["deduplicated"] == c["received"]

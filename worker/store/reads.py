@@ -1,8 +1,7 @@
-"""Reads: token records and members, one by id or a page at a time."""
+"""Reads: raw token records (shown by :mod:`worker.status`) and members, one or a page."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -12,114 +11,25 @@ from worker.store.base import StoreBase, text, texts
 from worker.store.values import decode_member, member_blob, plain_attributes
 
 
-def _erasure_error(audience_id: str, error: dict[str, str]) -> dict[str, str]:
-    """A failed erasure says which audience failed it and why (its child's error)."""
-    return {
-        "code": error["code"],
-        "message": f"In audience {audience_id}: {error['message']}",
-    }
-
-
-def _result(raw: dict[str, str]) -> dict[str, Any] | None:
-    """What a finished token computed: a size count's targetable members."""
-    if raw.get("kind") == "size" and raw["state"] == "APPLIED":
-        return {"size": int(raw.get("matched", 0))}
-    return None
-
-
-# A token's counts, as its status shows them (the apply and accept scripts write them).
-COUNT_FIELDS = (
-    "received",
-    "deduplicated",
-    "batches_total",
-    "batches_applied",
-    "added",
-    "removed",
-    "superseded",
-)
-
-
 class Reads(StoreBase):
     """What clients poll and export."""
 
-    def _erasure_status(self, account: str, token_id: str) -> dict[str, Any] | None:
-        raw = self.r.get(keys.erasure(token_id))
-        if raw is None:
-            return None
-        record = orjson.loads(raw)
-        children = [self.get_token(account, child) for _, child in record["children"]]
-        counts = dict.fromkeys(COUNT_FIELDS, 0)
-        states = set()
-        finished = []
-        failure = None
-        for (audience_id, _), child in zip(record["children"], children, strict=True):
-            if child is None:
-                continue
-            states.add(child["indexing_state"])
-            if failure is None and child["error"]:
-                failure = _erasure_error(audience_id, child["error"])
-            finished.append(child["applied_at"])
-            for name in counts:
-                counts[name] += child["counts"][name]
-        state = "APPLIED"
-        if "IN_PROCESS" in states:
-            state = "IN_PROCESS"
-        elif "FAILED" in states:
-            state = "FAILED"
-        return {
-            "indexing_token": token_id,
-            "audience_id": None,
-            "indexing_state": state,
-            "created_at": record["created_at"],
-            "applied_at": (
-                max((f for f in finished if f), default=record["created_at"])
-                if state == "APPLIED"
-                else None
-            ),
-            "counts": counts,
-            "eta_seconds": None,
-            "error": failure if state == "FAILED" else None,
-            "republished": sum(c["republished"] for c in children if c is not None),
-            "result": None,
-        }
-
-    def get_token(self, account: str, token_id: str) -> dict[str, Any] | None:
+    def token_owner(self, token_id: str) -> tuple[str, str] | None:
+        """The account and audience of a token (audience ``"*"`` for an erasure), or None."""
         owner = text(self.r.get(keys.token_index(token_id)))
         if not owner:
             return None
-        token_account, audience_id = owner.split("\t")
-        if token_account != account:
-            return None
-        if audience_id == "*":
-            return self._erasure_status(account, token_id)
-        return self.token_status(audience_id, token_id)
+        account, audience_id = owner.split("\t")
+        return account, audience_id
 
-    def token_status(self, audience_id: str, token_id: str) -> dict[str, Any] | None:
-        """A token's status as the API shows it (no account check: callers do that)."""
-        raw = texts(self.r.hgetall(keys.token(audience_id, token_id)))
-        if not raw:
-            return None
-        counts = {name: int(raw.get(name, 0)) for name in COUNT_FIELDS}
-        eta = None
-        if raw["state"] == "IN_PROCESS" and counts["batches_applied"] and raw.get("created_ms"):
-            elapsed = time.time() - int(raw["created_ms"]) / 1000
-            left = counts["batches_total"] - counts["batches_applied"]
-            eta = round(max(elapsed / counts["batches_applied"] * left, 0.0), 1)
-        error = None
-        if raw.get("error_code"):
-            error = {"code": raw["error_code"], "message": raw.get("error_message", "")}
-        return {
-            "indexing_token": token_id,
-            "audience_id": audience_id,
-            "indexing_state": raw["state"],
-            "created_at": raw["created_at"],
-            "applied_at": raw.get("applied_at"),
-            "counts": counts,
-            "eta_seconds": eta,
-            "error": error,
-            "republished": int(raw.get("republished", 0)),
-            "result": _result(raw),
-        }
+    def token_record(self, audience_id: str, token_id: str) -> dict[str, str] | None:
+        """A token's raw fields as the scripts wrote them (:mod:`worker.status` shows them)."""
+        return texts(self.r.hgetall(keys.token(audience_id, token_id))) or None
+
+    def erasure_record(self, token_id: str) -> dict[str, Any] | None:
+        """An erasure's parent record: its creation time and ``[audience, child token]``s."""
+        raw = self.r.get(keys.erasure(token_id))
+        return None if raw is None else orjson.loads(raw)
 
     def get_member_stored(self, audience_id: str, member_id: str) -> bytes | None:
         """A current member's attributes as stored (typed names), or None."""

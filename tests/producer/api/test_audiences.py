@@ -24,6 +24,7 @@ from tests.support import wait_until
 from worker import apply as worker_apply
 from worker.apply import count_step
 from worker.contract import CountStep
+from worker.status import get_token
 from worker.store import AudienceExists, PreconditionFailed, Store, keys
 
 pytestmark = pytest.mark.integration
@@ -857,7 +858,7 @@ def test_count_with_a_stale_filter_revision_fails_filter_changed(store: Store) -
     msg = CountStep(audience_id=aid, token=token, step=1, cursor=0, filter_rev=filter_rev)
     count_step(store, msg, publish=published.append)
     assert published == []
-    status = store.get_token(account, token)
+    status = get_token(store, account, token)
     assert status is not None
     assert status["indexing_state"] == "FAILED"
     assert status["error"]["code"] == "filter_changed"
@@ -883,7 +884,7 @@ def test_filter_change_between_count_steps_fails_the_count(
     store.update_audience(account, aid, {"filter": None}, None)
     count_step(store, published[0], publish=published.append)
     assert len(published) == 1
-    status = store.get_token(account, token)
+    status = get_token(store, account, token)
     assert status is not None
     assert (status["indexing_state"], status["error"]["code"]) == ("FAILED", "filter_changed")
     view = store.get_audience(account, aid)
@@ -908,7 +909,7 @@ def test_multi_step_count_scans_every_member_once(
         steps += 1
         assert steps < 1_000
     assert steps > 1
-    status = store.get_token(account, token)
+    status = get_token(store, account, token)
     assert status is not None and status["indexing_state"] == "APPLIED", status
     assert status["counts"]["received"] == 2_000
     view = store.get_audience(account, aid)

@@ -9,6 +9,7 @@ import pytest
 
 from producer.client import AudiencesClient
 from tests.support import Proc, wait_until
+from worker.status import get_token
 from worker.store import Store
 
 pytestmark = pytest.mark.integration
@@ -94,15 +95,15 @@ def test_token_reports_progress_and_eta(store: Store, new_key) -> None:  # type:
         deduplicated=0,
         batch_sizes=[1, 1, 1],
     )
-    status = store.get_token(account, "t" * 32)
+    status = get_token(store, account, "t" * 32)
     assert status is not None and status["eta_seconds"] is None
     store.apply_batch(audience, "t" * 32, 0, bases[0])
-    status = store.get_token(account, "t" * 32)
+    status = get_token(store, account, "t" * 32)
     assert status is not None
     assert (status["counts"]["batches_applied"], status["counts"]["batches_total"]) == (1, 3)
     assert isinstance(status["eta_seconds"], float) and status["eta_seconds"] >= 0
     for n in (1, 2):
         store.apply_batch(audience, "t" * 32, n, bases[n])
-    status = store.get_token(account, "t" * 32)
+    status = get_token(store, account, "t" * 32)
     assert status is not None
     assert status["indexing_state"] == "APPLIED" and status["eta_seconds"] is None

@@ -1,4 +1,5 @@
-"""Tokens say what happened: a failed erasure says why, a finished size count says how many.
+"""The token status document (worker/status.py) says what happened: a failed erasure says
+why, a running one waits for every audience, a finished size count says how many.
 
 Over fakeredis (the store's Lua in lupa): no server needed.
 """
@@ -10,6 +11,7 @@ import pytest
 
 from producer.batching import deduplicate, encode_ops
 from worker.settings import Settings
+from worker.status import get_token
 from worker.store import Store
 
 ACCOUNT = "acct-truth"
@@ -51,12 +53,33 @@ def test_a_failed_erasure_carries_its_failed_childs_error(store: Store) -> None:
     ok, bad = _erase(store, [first, second], token)
     store.apply_batch(first, ok, 0, 1)
     store.fail_batch(second, bad, 0, "apply_failed", "The batch kept failing.")
-    status = store.get_token(ACCOUNT, token)
+    status = get_token(store, ACCOUNT, token)
     assert status is not None and status["indexing_state"] == "FAILED"
     assert status["error"] == {
         "code": "apply_failed",
         "message": f"In audience {second}: The batch kept failing.",
     }
+
+
+def test_an_erasure_runs_until_every_audience_applied_and_sums_their_counts(
+    store: Store,
+) -> None:
+    """The parent token is IN_PROCESS while any child is, then APPLIED with the children's
+    counts added up; another account cannot see it."""
+    first = store.create_audience(ACCOUNT, "one", None)["id"]
+    second = store.create_audience(ACCOUNT, "two", None)["id"]
+    token = "a" * 32
+    one, two = _erase(store, [first, second], token)
+    store.apply_batch(first, one, 0, 1)
+    running = get_token(store, ACCOUNT, token)
+    assert running is not None and running["indexing_state"] == "IN_PROCESS"
+    assert running["applied_at"] is None
+    store.apply_batch(second, two, 0, 1)
+    done = get_token(store, ACCOUNT, token)
+    assert done is not None and done["indexing_state"] == "APPLIED"
+    assert (done["counts"]["received"], done["counts"]["batches_applied"]) == (2, 2)
+    assert done["audience_id"] is None and done["applied_at"] is not None
+    assert get_token(store, "another-account", token) is None
 
 
 def test_an_applied_erasure_has_no_error(store: Store) -> None:
@@ -65,7 +88,7 @@ def test_an_applied_erasure_has_no_error(store: Store) -> None:
     token = "f" * 32
     (child,) = _erase(store, [audience], token)
     store.apply_batch(audience, child, 0, 1)
-    status = store.get_token(ACCOUNT, token)
+    status = get_token(store, ACCOUNT, token)
     assert status is not None
     assert (status["indexing_state"], status["error"], status["result"]) == ("APPLIED", None, None)
 
@@ -76,8 +99,8 @@ def test_a_finished_size_count_carries_its_result(store: Store) -> None:
     audience = store.create_audience(ACCOUNT, "counted", None)["id"]
     token = "c" * 32
     rev = store.start_count(ACCOUNT, audience, token)
-    assert store.get_token(ACCOUNT, token)["result"] is None  # type: ignore[index]
+    assert get_token(store, ACCOUNT, token)["result"] is None  # type: ignore[index]
     store.record_count_step(audience, token, 1, 10, 7, 0, rev)
-    status = store.get_token(ACCOUNT, token)
+    status = get_token(store, ACCOUNT, token)
     assert status is not None and status["indexing_state"] == "APPLIED"
     assert status["result"] == {"size": 7}
