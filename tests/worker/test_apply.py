@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import secrets
-
 import fakeredis
 import pytest
 
-from producer.batching import deduplicate, encode_ops
-from producer.validation import MEMBERS_BODY
+from tests.worker.accepting import accept_adds
 from worker.apply import apply_batch, dead_letter, release_parked
 from worker.contract import ApplyBatch
 from worker.settings import Settings
@@ -29,19 +26,7 @@ def audience(store: Store) -> str:
 
 
 def accepted(store: Store, audience: str, count: int = 3) -> ApplyBatch:
-    ops = [{"action": "add", "id": f"m{i}"} for i in range(count)]
-    batch = deduplicate(encode_ops(MEMBERS_BODY.validate_python({"ids": ops})["ids"]))
-    token = secrets.token_hex(16)
-    store.stage_batch(audience, token, 0, batch.payload)
-    [base] = store.accept(
-        account=ACCOUNT,
-        audience_id=audience,
-        token_id=token,
-        received=batch.received,
-        deduplicated=batch.deduplicated,
-        batch_sizes=[batch.kept],
-    )
-    return ApplyBatch(audience_id=audience, token=token, batch=0, base=base)
+    return accept_adds(store, ACCOUNT, audience, count, published=False)
 
 
 def no_publish(_: list[ApplyBatch]) -> None:

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 import fakeredis
 import pytest
 
-from producer.batching import deduplicate, encode_ops
-from producer.validation import MEMBERS_BODY
+from tests.worker.accepting import accept_adds
 from worker.apply import apply_batch
 from worker.contract import QUEUE_BULK, QUEUE_SMALL, ApplyBatch, CountStep
 from worker.reconcile import FORGET_AFTER_SECONDS, Reconciler, is_lost
@@ -83,21 +82,7 @@ def audience(store: Store) -> str:
 
 def accept(store: Store, audience: str, count: int, *, queue: str = QUEUE_BULK) -> ApplyBatch:
     """Accept one batch of ``count`` adds as the producer does, without publishing it."""
-    ops = [{"action": "add", "id": f"m{i}"} for i in range(count)]
-    batch = deduplicate(encode_ops(MEMBERS_BODY.validate_python({"ids": ops})["ids"]))
-    token = secrets.token_hex(16)
-    store.stage_batch(audience, token, 0, batch.payload)
-    [base] = store.accept(
-        account=ACCOUNT,
-        audience_id=audience,
-        token_id=token,
-        received=batch.received,
-        deduplicated=batch.deduplicated,
-        batch_sizes=[batch.kept],
-        queue=queue,
-    )
-    store.mark_published(audience, token)
-    return ApplyBatch(audience_id=audience, token=token, batch=0, base=base)
+    return accept_adds(store, ACCOUNT, audience, count, queue=queue)
 
 
 def reconciler(store: Store, publish: Recorder, holder: str = "w1") -> Reconciler:
