@@ -204,6 +204,13 @@ def _add_api_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--replace", action="store_true", help="make it the whole new membership")
     s.add_argument("--validate-only", action="store_true", help="check it; submit nothing")
     s.add_argument("--callback-url", help="called with the token's status when it ends")
+    s.add_argument(
+        "--max-removed-ratio",
+        type=float,
+        metavar="R",
+        help="with --replace: refuse the swap (FAILED replace_guard) if it would remove "
+        "more than R (0-1) of the current members",
+    )
     s.set_defaults(func=_api("upload"))
 
     s = sub.add_parser("status", parents=[common, waiting], help="show an indexing token")

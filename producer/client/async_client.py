@@ -191,14 +191,25 @@ class AsyncAudiencesClient:
         callback_url: str | None = None,
         idempotency_key: str | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        max_removed_ratio: float | None = None,
     ) -> str:
         """Stream one NDJSON upload of any size (ops, or an NDJSON file); its token.
 
-        ``mode="replace"`` makes it the audience's whole membership, swapped in at once.
+        ``mode="replace"`` makes it the audience's whole membership, swapped in at once;
+        ``max_removed_ratio`` guards that swap: if it would remove more than that share of
+        the current members, the token ends FAILED ``replace_guard`` and nothing changes.
         """
         async with async_upload_file(ops_or_path) as path:
             return await self.send(
-                calls.upload(audience_id, path, mode, callback_url, idempotency_key, on_bytes)
+                calls.upload(
+                    audience_id,
+                    path,
+                    mode,
+                    callback_url,
+                    idempotency_key,
+                    on_bytes,
+                    max_removed_ratio,
+                )
             )
 
     async def validate_upload(

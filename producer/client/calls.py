@@ -77,7 +77,7 @@ def _nothing(response: httpx.Response) -> None:
     return None
 
 
-def _query(**values: str | int | bool | None) -> dict[str, str | int]:
+def _query(**values: str | float | bool | None) -> dict[str, str | float]:
     return {
         k: ("true" if v else "false") if isinstance(v, bool) else v
         for k, v in values.items()
@@ -183,13 +183,14 @@ def upload(
     callback_url: str | None = None,
     idempotency_key: str | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    max_removed_ratio: float | None = None,
 ) -> Call[str]:
     """An NDJSON file streamed as one upload (read afresh for each try)."""
     return Call(
         "POST",
         _audience_path(audience_id, "uploads"),
         _token,
-        params=_query(mode=mode, callback_url=callback_url),
+        params=_query(mode=mode, callback_url=callback_url, max_removed_ratio=max_removed_ratio),
         headers=_post_headers(idempotency_key, NDJSON),
         upload=path,
         on_bytes=on_bytes,

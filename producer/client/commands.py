@@ -179,6 +179,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
                 mode=mode,
                 callback_url=args.callback_url,
                 on_bytes=advance,
+                max_removed_ratio=args.max_removed_ratio,
             )
         progress.update(task, completed=size)
     if args.validate_only:

@@ -185,14 +185,25 @@ class AudiencesClient:
         callback_url: str | None = None,
         idempotency_key: str | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        max_removed_ratio: float | None = None,
     ) -> str:
         """Stream one NDJSON upload of any size (ops, or an NDJSON file); its token.
 
-        ``mode="replace"`` makes it the audience's whole membership, swapped in at once.
+        ``mode="replace"`` makes it the audience's whole membership, swapped in at once;
+        ``max_removed_ratio`` guards that swap: if it would remove more than that share of
+        the current members, the token ends FAILED ``replace_guard`` and nothing changes.
         """
         with upload_file(ops_or_path) as path:
             return self.send(
-                calls.upload(audience_id, path, mode, callback_url, idempotency_key, on_bytes)
+                calls.upload(
+                    audience_id,
+                    path,
+                    mode,
+                    callback_url,
+                    idempotency_key,
+                    on_bytes,
+                    max_removed_ratio,
+                )
             )
 
     def validate_upload(

@@ -106,6 +106,13 @@ def test_upload_validate_only_replace_and_callback(
     assert token.encode() in hook.calls[0][1]
 
     ops.write_text('{"action": "add", "id": "only"}\n')
+    guarded = run_cli(
+        "upload", audience, str(ops), "--replace", "--max-removed-ratio", "0.4", "--wait",
+        "--json", env=env,
+    )  # fmt: skip
+    assert guarded.returncode == 3, guarded.stderr  # FAILED: it would remove 2 of 2
+    assert one_json(guarded.stdout)["error"]["code"] == "replace_guard"
+    assert sorted(m.id for m in client.iter_members(audience)) == ["a", "b"]
     replaced = run_cli("upload", audience, str(ops), "--replace", "--wait", env=env)
     assert replaced.returncode == 0, replaced.stderr
     assert [m.id for m in client.iter_members(audience)] == ["only"]

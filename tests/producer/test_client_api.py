@@ -110,11 +110,16 @@ def test_validate_only_checks_without_submitting(client: AudiencesClient) -> Non
 
 
 def test_upload_merge_then_replace_and_count(client: AudiencesClient) -> None:
-    """A merge upload adds; a replace upload leaves exactly its own ops; a size count's
+    """A merge upload adds; a guarded replace that would remove too many is refused whole;
+    a replace upload leaves exactly its own ops; a size count's
     token, once APPLIED, has put the targetable count in cached_size."""
     audience = client.create_audience("uploads").id
     merged = client.wait(client.upload(audience, iter(add([f"m{i}" for i in range(2500)]))), 60)
     assert merged.indexing_state == "APPLIED" and merged.counts.added == 2500
+    guarded = client.upload(audience, add(["r1"]), mode="replace", max_removed_ratio=0.5)
+    refused = client.wait(guarded, timeout=60)
+    assert refused.indexing_state == "FAILED" and refused.error.code == "replace_guard"
+    assert client.get_member(audience, "m7").id == "m7"  # unchanged
     replaced = client.upload(audience, add(["r1", "r2"]), mode="replace")
     assert client.wait(replaced, timeout=60).indexing_state == "APPLIED"
     assert {m.id for m in client.iter_members(audience, page_size=1)} == {"r1", "r2"}
