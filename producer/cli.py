@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -64,16 +65,25 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     configure_logging(get_settings().log_format)
-    uvicorn.run(
-        "producer.api.app:create_api",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        timeout_graceful_shutdown=15,
-        access_log=False,
-        log_config=None,
-    )
+    samples = None
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Before any process imports prometheus-client: /metrics then adds up all of them.
+        samples = tempfile.mkdtemp(prefix="audiences-api-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = samples
+    try:
+        uvicorn.run(
+            "producer.api.app:create_api",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            timeout_graceful_shutdown=15,
+            access_log=False,
+            log_config=None,
+        )
+    finally:
+        if samples:
+            shutil.rmtree(samples, ignore_errors=True)
     return 0
 
 

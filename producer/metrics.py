@@ -1,13 +1,24 @@
-"""Prometheus metrics of the API process, served at ``/metrics`` without an API key.
+"""Prometheus metrics of the API, served at ``/metrics`` without an API key.
 
+With ``audiences api --workers N`` (N > 1), the CLI points ``PROMETHEUS_MULTIPROC_DIR``
+at a fresh directory before uvicorn starts its processes; each writes its samples there
+and a scrape, whichever process answers it, adds them all up.
 Keep ``/metrics`` off public networks (it is unauthenticated by design, for scrapers).
 """
 
 from __future__ import annotations
 
+import os
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -52,4 +63,8 @@ class MetricsMiddleware:
 
 
 async def metrics_endpoint(request: Request) -> Response:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

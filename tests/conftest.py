@@ -97,10 +97,12 @@ def worker(
     proc.stop()
 
 
-def start_api(env: dict[str, str], log: Path) -> tuple[Proc, str]:
-    """A real ``audiences api`` process, returned with its URL once it is healthy."""
+def start_api(env: dict[str, str], log: Path, *args: str) -> tuple[Proc, str]:
+    """A real ``audiences api`` process (more CLI ``args`` if given), returned with its URL
+    once it is healthy."""
     port = free_port()
-    proc = Proc([sys.executable, "-m", "producer.cli", "api", "--port", str(port)], env, log)
+    command = [sys.executable, "-m", "producer.cli", "api", "--port", str(port), *args]
+    proc = Proc(command, env, log)
     proc.start()
     url = f"http://127.0.0.1:{port}"
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 import pytest
 
 from producer.client import AudiencesClient
+from tests.conftest import start_api
 from tests.support import Proc, wait_until
 from worker.status import get_token
 from worker.store import Store
@@ -32,6 +34,27 @@ def test_api_metrics_count_requests_by_route_template(
     assert 'http_request_duration_seconds_count{method="POST",route="/v1/audiences"}' in text
     assert re.search(r"audiences_ops_accepted_total [1-9]", text)
     assert "secret-id" not in text and audience["id"] not in text
+
+
+def test_api_metrics_add_up_every_api_process(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """With ``audiences api --workers 2`` a scrape counts the requests every process
+    answered, whichever process answers the scrape."""
+    proc, url = start_api(stack_env, tmp_path / "api.log", "--workers", "2")
+    try:
+        sent = 60
+        for _ in range(sent):  # a new connection each: the kernel spreads them
+            assert httpx.get(f"{url}/v1/audiences", timeout=30).status_code == 401
+        pattern = re.compile(
+            r'http_requests_total\{method="GET",route="/v1/audiences",status="401"\} (\S+)'
+        )
+        for _ in range(5):  # each scrape may reach either process
+            text = httpx.get(f"{url}/metrics", timeout=30).text
+            assert [float(n) for n in pattern.findall(text)] == [sent], text[:2000]
+    finally:
+        proc.stop()
+    assert "Traceback" not in proc.log.read_text(), proc.tail()
 
 
 def test_worker_metrics_aggregate_pool_children(
