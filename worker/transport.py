@@ -1,4 +1,7 @@
-"""Malformed messages never stop a worker: they go to the dead letters and consuming goes on.
+"""Malformed messages and a lost broker never stop a worker.
+
+Malformed messages go to the dead letters and consuming goes on. A channel closed after
+its broker connection was lost skips kombu's restore, which would crash (:meth:`Channel.close`).
 
 Two places can meet a message that is not ours to run:
 - kombu's Redis transport decodes each message's envelope and body right after BRPOP; one
@@ -76,6 +79,22 @@ class Channel(kombu_redis.Channel):
             flush = getattr(self, "_flush_brpop_reauth", None)
             if flush is not None:
                 flush()
+
+
+    def close(self) -> None:
+        """kombu's ``close``, except that a channel whose connection is already gone does
+        not try to hand its unacknowledged messages back.
+
+        After a lost broker, Celery closes the old connection before its channel; kombu's
+        restore then builds a client from the closed connection's parameters and raises
+        AttributeError, which Celery treats as unrecoverable: the worker ended. Skipping the
+        restore loses nothing: each unacknowledged message also sits in the broker's
+        ``unacked`` hash, which kombu restores after the visibility timeout, and the
+        reconciler publishes again any batch whose message the broker itself lost.
+        """
+        if self.connection.client is None:
+            self.do_restore = False
+        super().close()
 
 
 class Transport(kombu_redis.Transport):

@@ -111,13 +111,6 @@ def test_broker_down_at_submit_answers_503_and_leaves_nothing(stack: FaultStack)
         assert stack.worker is not None and stack.worker.alive()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the worker exits when it loses the broker while it holds an unacknowledged "
-    "batch and waits (BRPOP) for more: kombu Channel.close -> restore_unacked -> "
-    "_connparams raises AttributeError ('NoneType' object has no attribute 'hostname'), "
-    "Celery logs 'Unrecoverable error' and the process ends; nothing restarts it",
-)
 def test_worker_survives_losing_the_broker_with_a_batch_in_flight(stack: FaultStack) -> None:
     """The broker SIGKILLed while the worker holds a delivered batch and waits for more
     (its pool stopped for the moment): once the broker is back the worker reconnects by
