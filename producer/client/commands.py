@@ -27,7 +27,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from producer.cli import DEFAULT_API_URL
+from producer.cli_arguments import DEFAULT_API_URL
 from producer.client import models as M
 from producer.client import render
 from producer.client.calls import UNSET, UploadMode
