@@ -92,7 +92,8 @@ class Channel(kombu_redis.Channel):
         ``unacked`` hash, which kombu restores after the visibility timeout, and the
         reconciler publishes again any batch whose message the broker itself lost.
         """
-        if self.connection.client is None:
+        transport = self.connection  # None once the channel is already detached
+        if transport is not None and transport.client is None:
             self.do_restore = False
         super().close()
 
