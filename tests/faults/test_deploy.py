@@ -63,7 +63,8 @@ COMPOSE_STOP_GRACE = 30  # docker-compose.yml: the worker's stop_grace_period
     reason="BUG: when batches finish after SIGTERM, warm shutdown takes ~32 s: the parent "
     "waits in pool.join() without reading results, each child waits 30 s for them "
     "(billiard _ensure_messages_consumed, 300 x 0.1 s), then the parent hands the finished "
-    "batches back as unacknowledged; longer than compose's 30 s stop_grace_period",
+    "batches back as unacknowledged; longer than compose's 30 s stop_grace_period "
+    "(upstream: celery/celery#3802, open)",
 )
 def test_worker_sigterm_acks_what_it_finished_within_the_grace_period(
     stack: FaultStack,
