@@ -26,6 +26,13 @@ DEFAULT_REGION_DESCRIPTION = (
     "without it such numbers are `invalid_phone`. Immutable."
 )
 
+ORDERING_DESCRIPTION = (
+    "Which op stands for an id; set at creation, immutable (`immutable_field`). `accepted`: "
+    "the op accepted last; ops may not carry `ts`. `source_time`: every op carries `ts` "
+    "(RFC 3339 date-time with offset, or integer ms since the epoch) and the greatest `ts` "
+    "stands, between equal `ts` the op accepted later."
+)
+
 BATCH_EXAMPLE = {
     "ids": [
         {
@@ -97,6 +104,9 @@ class Audience(BaseModel):
     filter: dict[str, Any] | None
     id_type: IdTypeName = Field("external", description=ID_TYPE_DESCRIPTION)
     default_region: str | None = Field(None, description=DEFAULT_REGION_DESCRIPTION)
+    ordering: Literal["accepted", "source_time"] = Field(
+        "accepted", description=ORDERING_DESCRIPTION
+    )
     size: int = Field(description="Current members.")
     cached_size: int | None = Field(description="Targetable members at the last count.")
     cached_size_updated_at: str | None
@@ -124,6 +134,9 @@ class AudienceCreate(BaseModel):
     default_region: str | None = Field(
         None, pattern=r"^[A-Za-z]{2}$", description=DEFAULT_REGION_DESCRIPTION
     )
+    ordering: Literal["accepted", "source_time"] = Field(
+        "accepted", description=ORDERING_DESCRIPTION
+    )
 
 
 class AudiencePatch(BaseModel):
@@ -149,6 +162,12 @@ class Counts(BaseModel):
     added: int
     removed: int
     superseded: int
+    stale: int = Field(
+        0,
+        description="Source-time audiences: ops older (by `ts`) than what an op accepted "
+        "earlier had already set. Once APPLIED, added + removed + superseded + stale + "
+        "deduplicated = received.",
+    )
 
 
 class TokenError(BaseModel):

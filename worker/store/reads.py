@@ -36,6 +36,7 @@ COUNT_FIELDS = (
     "added",
     "removed",
     "superseded",
+    "stale",
 )
 
 
