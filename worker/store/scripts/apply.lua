@@ -33,7 +33,9 @@
 -- op (its ts is older) counts as stale, one that loses to a later-accepted op as
 -- superseded. Removes keep a tombstone, scored by ts, until its ts falls behind
 -- min(now - horizon, the ts floor of every token still in process) - slack: no op still to
--- come can then be older than it (the API refuses ops older than the horizon).
+-- come can then be older than it (the API refuses ops older than the horizon). A token
+-- leaves the floors when it ends here; one ended elsewhere (failed, replaced, expired) is
+-- dropped from them when it is found at their head.
 -- Returns {outcome, added, removed, superseded, token state, parked messages to release,
 -- tokens this call ended as REPLACED (only when 'applied'), stale}
 -- with outcome applied | duplicate | parked | aborted (token gone, abandoned, replaced or a
@@ -262,6 +264,7 @@ if finished >= total and kind == 'replace' and failed == 0 then
   local would_remove = live_n - tonumber(redis.call('HGET', token, 'kept') or '0')
   if ratio and would_remove > tonumber(ratio) * live_n then
     redis.call('ZREM', inprocess, token_id)
+    redis.call('ZREM', KEYS[14], token_id)
     redis.call('HSET', token, 'state', 'FAILED', 'finished_at', now,
       'error_code', 'replace_guard',
       'error_message', string.format('The replace would have removed %d of the %d current '
@@ -274,6 +277,7 @@ if finished >= total and kind == 'replace' and failed == 0 then
 end
 if finished >= total then
   redis.call('ZREM', inprocess, token_id)
+  redis.call('ZREM', KEYS[14], token_id)
   if failed > 0 then
     redis.call('HSET', token, 'state', 'FAILED', 'finished_at', now)
   else
