@@ -251,10 +251,10 @@ def test_a_replace_is_a_barrier(store: Store, audience: str) -> None:
     assert members(store, audience) == {"kept": {"v": "replace"}, "forgotten": {}}
 
 
-def test_an_erasure_beats_every_op_the_api_accepts(store: Store, audience: str) -> None:
-    t = now_ms()
+def one_op(store: Store, audience: str, payload: bytes, **accept: Any) -> Submission:
+    """Stage and accept a one-op payload as it is (an erasure, an accepted audience's op)."""
     token = secrets.token_hex(16)
-    store.stage_batch(audience, token, 0, b"%d-u1\t\n" % erasure_ts(t))
+    store.stage_batch(audience, token, 0, payload)
     bases = store.accept(
         account=ACCOUNT,
         audience_id=audience,
@@ -262,10 +262,15 @@ def test_an_erasure_beats_every_op_the_api_accepts(store: Store, audience: str) 
         received=1,
         deduplicated=0,
         batch_sizes=[1],
-        kind="erase",
-        ts_floor=erasure_ts(t),
+        **accept,
     )
-    apply(store, audience, Submission(token, bases))
+    return Submission(token, bases)
+
+
+def test_an_erasure_beats_every_op_the_api_accepts(store: Store, audience: str) -> None:
+    t = now_ms()
+    payload = b"%d-u1\t\n" % erasure_ts(t)
+    apply(store, audience, one_op(store, audience, payload, kind="erase", ts_floor=erasure_ts(t)))
     late_add = submit(store, audience, [add("u1", t + 5 * 60 * 1000)], at=t)  # the newest allowed
     assert apply(store, audience, late_add).stale == 1
     assert members(store, audience) == {}
@@ -274,20 +279,9 @@ def test_an_erasure_beats_every_op_the_api_accepts(store: Store, audience: str) 
 def test_accepted_audiences_are_untouched(store: Store) -> None:
     """No ts on the lines, values without ts, no floors: as before source time."""
     audience = str(store.create_audience(ACCOUNT, f"acc-{secrets.token_hex(6)}", None)["id"])
-    token = secrets.token_hex(16)
-    store.stage_batch(
-        audience, token, 0, deduplicate(encode_ops([{"action": "add", "id": "a"}])).payload
-    )
-    bases = store.accept(
-        account=ACCOUNT,
-        audience_id=audience,
-        token_id=token,
-        received=1,
-        deduplicated=0,
-        batch_sizes=[1],
-    )
-    apply(store, audience, Submission(token, bases))
-    assert stored(store, audience, "a") == b"%d+" % bases[0]
+    sub = one_op(store, audience, deduplicate(encode_ops([{"action": "add", "id": "a"}])).payload)
+    apply(store, audience, sub)
+    assert stored(store, audience, "a") == b"%d+" % sub.bases[0]
     assert store.r.exists(keys.ts_floors(audience)) == 0
     assert store.get_audience(ACCOUNT, audience)[0]["ordering"] == "accepted"  # type: ignore[index]
     store.delete_audience(ACCOUNT, audience, None)
