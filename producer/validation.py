@@ -92,19 +92,30 @@ MEMBERS_BODY = TypeAdapter(MembersBody)
 
 # Audiences ordered by source time: ops may carry ts, read and checked in
 # producer.source_time (which reports a missing one); elsewhere ts is an extra field.
+Timestamp = Annotated[
+    Any,
+    Field(
+        description="Audiences with ordering `source_time` only, and required there: when the "
+        "change happened at the source, an RFC 3339 date-time with an offset or integer "
+        "milliseconds since the epoch. For each id the op with the greatest `ts` stands.",
+        examples=["2024-05-01T12:00:00.250+02:00", 1714557600250],
+    ),
+]
+
+
 class TimedAddOp(TypedDict):
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
     action: Literal["add"]
     id: MemberId
     attributes: NotRequired[Attributes]
-    ts: NotRequired[Any]
+    ts: NotRequired[Timestamp]
 
 
 class TimedRemoveOp(TypedDict):
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
     action: Literal["remove"]
     id: MemberId
-    ts: NotRequired[Any]
+    ts: NotRequired[Timestamp]
 
 
 TimedOp = Annotated[TimedAddOp | TimedRemoveOp, Field(discriminator="action")]

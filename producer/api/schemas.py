@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from producer.errors import catalogue
 from producer.identifiers import IdTypeName
-from producer.validation import MEMBERS_BODY
+from producer.validation import TIMED_MEMBERS_BODY
 from worker.contract import TokenState
 
 ERROR_CODES = catalogue()
@@ -240,7 +240,9 @@ def _body(
 REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/audiences", "post"): _body(AudienceCreate),
     ("/v1/audiences/{audience_id}", "patch"): _body(AudiencePatch),
-    ("/v1/audiences/{audience_id}/members", "post"): _body(MEMBERS_BODY, example=BATCH_EXAMPLE),
+    ("/v1/audiences/{audience_id}/members", "post"): _body(
+        TIMED_MEMBERS_BODY, example=BATCH_EXAMPLE
+    ),
     ("/v1/audiences/{audience_id}/size", "post"): _body(None, required=False),
     ("/v1/audiences/{audience_id}/uploads", "post"): _body(
         None,
