@@ -100,29 +100,26 @@ class Ordering:
         """Read every op's ``ts`` (``given``, MISSING where absent) into ``encoded.ts`` and
         prefix each payload line with it; problems at ``ts``. Each distinct value once."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        low, high = self.floor_ms(now_ms), now_ms + SOURCE_TIME_MAX_AHEAD_MS
-        seen: dict[tuple[type, Any], int | str] = {}
-        stamps: list[int] = []
-        problems: list[tuple[int, Problem]] = []
-        for index, value in enumerate(given):
-            kind = type(value)
-            if kind is str or kind is int:  # hashable, and True is not 1
-                outcome = seen.get((kind, value))
-                if outcome is None:
-                    outcome = seen[(kind, value)] = _check(value, low, high)
-            else:
-                outcome = _check(value, low, high)
-            if type(outcome) is int:
-                stamps.append(outcome)
-            else:
-                problems.append((index, Problem("ts", str(outcome), MESSAGES[str(outcome)])))
-        if problems:
+        low, high = max(self.floor_ms(now_ms), 0), now_ms + SOURCE_TIME_MAX_AHEAD_MS
+        kinds = set(map(type, given))
+        if kinds == {int} and low <= min(given) and max(given) <= high:
+            stamps = list(given)  # the common case, integer ms within bounds: all in C
+        elif kinds <= {int, str}:  # hashable, and no bool (True would be 1)
+            outcome = {value: _check(value, low, high) for value in set(given)}
+            stamps = list(map(outcome.__getitem__, given))
+        else:
+            stamps = [_check(value, low, high) for value in given]
+        if not set(map(type, stamps)) <= {int}:
+            problems = [
+                (index, Problem("ts", code, MESSAGES[code]))
+                for index, code in enumerate(stamps)
+                if type(code) is str
+            ]
             encoded.problems.extend(problems)
             encoded.problems.sort(key=_index)
             return
         encoded.ts = stamps
-        lines = encoded.lines
-        encoded.lines = [b"%d%s" % pair for pair in zip(stamps, lines, strict=True)]
+        encoded.lines = list(map(b"%d%s".__mod__, zip(stamps, encoded.lines, strict=True)))
 
 
 ACCEPTED = Ordering()
@@ -136,7 +133,7 @@ def _check(value: Any, low: int, high: int) -> int | str:
         ts = parse_ts(value)
     except InvalidTimestamp as exc:
         return exc.code
-    if ts < max(low, 0):
+    if ts < low:
         return "timestamp_too_old"
     if ts > high:
         return "timestamp_in_future"
