@@ -15,6 +15,9 @@ import httpx
 import orjson
 import pytest
 
+from producer.client import AudiencesClient
+from producer.client.render import status_line
+
 pytestmark = pytest.mark.integration
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -199,3 +202,17 @@ def test_ts_on_an_accepted_audience_is_refused(http: httpx.Client) -> None:
     response = upload(http, aid, ops)
     assert response.status_code == 400, response.text
     assert details(response) == [("line 2", "timestamp_not_allowed", "ts")]
+
+
+def test_the_client_creates_source_time_audiences_and_reads_stale(
+    client: AudiencesClient,
+) -> None:
+    audience = client.create_audience(f"st-{uuid.uuid4().hex[:10]}", ordering="source_time")
+    assert audience.ordering == "source_time"
+    t = now_ms()
+    [gone] = client.update_members(audience.id, [{"action": "remove", "id": "u1", "ts": t}])
+    client.wait(gone)
+    [late] = client.update_members(audience.id, [{"action": "add", "id": "u1", "ts": t - 1}])
+    status = client.wait(late)
+    assert (status.indexing_state, status.counts.stale, status.counts.added) == ("APPLIED", 1, 0)
+    assert "stale 1" in status_line(status)
