@@ -94,7 +94,7 @@ def encode_block(
         if problems:
             return Encoded(), problems
         encoded = encode_ops(ops)
-        given = [op.get("ts", MISSING) for op in ops]
+        given = [op.get("ts", MISSING) for op in ops] if timed else []
     id_type.apply(encoded)
     if timed:
         ordering.stamp(encoded, given, now_ms)
