@@ -156,6 +156,33 @@ def test_an_erasure_wins_over_any_ts_accepted_before_or_soon_after(http: httpx.C
     assert exported(http, aid) == {}
 
 
+def test_a_replace_is_a_barrier(http: httpx.Client) -> None:
+    """The replace's ops, each with its ts, are the whole membership; ops accepted after it
+    meet their ts, and ids it does not hold have no history left."""
+    aid = create(http, ordering="source_time")["id"]
+    t = now_ms()
+    wait_token(http, send(http, aid, [{"action": "add", "id": i, "ts": t} for i in ("a", "b")]))
+    body = orjson.dumps({"action": "add", "id": "a", "ts": t - 2 * MINUTE, "attributes": {"v": 1}})
+    replaced = http.post(
+        f"/v1/audiences/{aid}/uploads", params={"mode": "replace"}, content=body, headers=NDJSON
+    )
+    wait_token(http, replaced)
+    assert exported(http, aid) == {"a": {"v": 1}}
+    late = wait_token(
+        http,
+        send(
+            http,
+            aid,
+            [
+                {"action": "add", "id": "a", "ts": t - 3 * MINUTE, "attributes": {"v": 2}},
+                {"action": "add", "id": "b", "ts": t - 3 * MINUTE},
+            ],
+        ),
+    )
+    assert (late["counts"]["stale"], late["counts"]["added"]) == (1, 1)
+    assert exported(http, aid) == {"a": {"v": 1}, "b": {}}
+
+
 # --- the problems, located -----------------------------------------------------------------
 
 
