@@ -232,6 +232,18 @@ def test_a_pending_token_keeps_the_tombstones_its_ops_could_need(
     assert store.r.zcard(keys.ts_floors(audience)) == 0
 
 
+def test_a_revived_dead_letter_gets_its_floor_back(store: Store, audience: str) -> None:
+    t = now_ms()
+    sub = submit(store, audience, [add("u1", t)])
+    store.fail_batch(audience, sub.token, 0, "apply_failed", "poison", keep_payload=True)
+    apply(store, audience, submit(store, audience, [add("u2", t)]))  # finds it ended: dropped
+    assert store.r.zscore(keys.ts_floors(audience), sub.token) is None
+    assert store.revive_batch(audience, sub.token, 0, sub.bases[0]) == "revived"
+    assert store.r.zscore(keys.ts_floors(audience), sub.token) is not None
+    assert apply(store, audience, sub).added == 1
+    assert store.r.zcard(keys.ts_floors(audience)) == 0
+
+
 # --- replace and erasure -------------------------------------------------------------------
 
 
