@@ -107,7 +107,7 @@ def screen_body(body: bytes, timed: bool = False) -> Screened | TimedScreened | 
     if _has_control(body):
         return None
     try:
-        ops = (_TIMED_BODY if timed else _BODY).decode(body).ids
+        ops: list[Any] = (_TIMED_BODY if timed else _BODY).decode(body).ids
     except _NOT_SCREENED:
         return None
     if not 1 <= len(ops) <= MAX_OPS_PER_REQUEST:
@@ -120,7 +120,7 @@ def screen_lines(lines: list[bytes], timed: bool = False) -> Screened | TimedScr
     if _has_control(b"\n".join(lines)):
         return None
     try:
-        ops = list(map((_TIMED_OP if timed else _OP).decode, lines))
+        ops: list[Any] = list(map((_TIMED_OP if timed else _OP).decode, lines))
     except _NOT_SCREENED:
         return None
     return _with_ts(ops) if timed else _encode(ops)
