@@ -14,7 +14,6 @@ import random
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
@@ -60,9 +59,9 @@ def test_source_time_holds_through_pool_kills(stack: FaultStack, client: Audienc
     driver = Driver(client, model=SourceTimeModel())
     audiences: list[str] = []
     for i in range(2):
-        audience: dict[str, Any] = client.create_audience(f"st-kill-{i}", ordering="source_time")
-        audiences.append(audience["id"])
-        driver.model.add_audience(audience["id"])
+        audience = client.create_audience(f"st-kill-{i}", ordering="source_time")
+        audiences.append(audience.id)
+        driver.model.add_audience(audience.id)
     rng = random.Random(7)
     kills = 0
     for round_no in range(ROUNDS):

@@ -125,8 +125,8 @@ def members(store: Store, audience: str) -> dict[str, dict[str, Any]]:
 
 
 def stored(store: Store, audience: str, member_id: str) -> bytes | None:
-    value = store.r.hget(keys.members(audience), member_id)
-    return value if value is None else bytes(value)
+    value: bytes | None = store.r.hget(keys.members(audience), member_id)  # type: ignore[assignment]
+    return value
 
 
 # --- the rule ----------------------------------------------------------------------------

@@ -35,7 +35,9 @@ def create(http: httpx.Client, **body: Any) -> dict[str, Any]:
     return response.json()  # type: ignore[no-any-return]
 
 
-def wait_token(http: httpx.Client, response: httpx.Response, timeout: float = 120) -> dict:
+def wait_token(
+    http: httpx.Client, response: httpx.Response, timeout: float = 120
+) -> dict[str, Any]:
     assert response.status_code == 202, response.text
     token = response.json()["indexing_token"]
     deadline = time.monotonic() + timeout
@@ -53,16 +55,16 @@ def wait_token(http: httpx.Client, response: httpx.Response, timeout: float = 12
         time.sleep(0.1)
 
 
-def send(http: httpx.Client, audience_id: str, ops: list[dict]) -> httpx.Response:
+def send(http: httpx.Client, audience_id: str, ops: list[dict[str, Any]]) -> httpx.Response:
     return http.post(f"/v1/audiences/{audience_id}/members", json={"ids": ops})
 
 
-def upload(http: httpx.Client, audience_id: str, ops: list[dict]) -> httpx.Response:
+def upload(http: httpx.Client, audience_id: str, ops: list[dict[str, Any]]) -> httpx.Response:
     body = b"".join(orjson.dumps(op) + b"\n" for op in ops)
     return http.post(f"/v1/audiences/{audience_id}/uploads", content=body, headers=NDJSON)
 
 
-def exported(http: httpx.Client, audience_id: str) -> dict[str, dict]:
+def exported(http: httpx.Client, audience_id: str) -> dict[str, dict[str, Any]]:
     response = http.get(f"/v1/audiences/{audience_id}/members")
     assert response.status_code == 200, response.text
     return {m["id"]: m["attributes"] for m in response.json()["members"]}
@@ -189,7 +191,7 @@ def test_a_replace_is_a_barrier(http: httpx.Client) -> None:
 def test_ts_problems_have_codes_and_the_op_location(http: httpx.Client) -> None:
     aid = create(http, ordering="source_time")["id"]
     t = now_ms()
-    ops = [
+    ops: list[dict[str, Any]] = [
         {"action": "add", "id": "ok", "ts": t},
         {"action": "add", "id": "missing"},
         {"action": "remove", "id": "bool", "ts": True},
@@ -222,7 +224,10 @@ def test_ts_problems_have_codes_and_the_op_location(http: httpx.Client) -> None:
 
 def test_ts_on_an_accepted_audience_is_refused(http: httpx.Client) -> None:
     aid = create(http)["id"]
-    ops = [{"action": "add", "id": "a"}, {"action": "add", "id": "b", "ts": now_ms()}]
+    ops: list[dict[str, Any]] = [
+        {"action": "add", "id": "a"},
+        {"action": "add", "id": "b", "ts": now_ms()},
+    ]
     response = send(http, aid, ops)
     assert response.status_code == 400, response.text
     assert details(response) == [("ids.1.ts", "timestamp_not_allowed", None)]
