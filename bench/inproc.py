@@ -26,9 +26,14 @@ def payloads(count: int, *, attrs: bool = True) -> list[bytes]:
 
 
 def apply_path(
-    store: Store, account: str, audience_id: str, batches: Sequence[bytes]
+    store: Store,
+    account: str,
+    audience_id: str,
+    batches: Sequence[bytes],
+    ts_floor: int | None = None,
 ) -> dict[str, Any]:
-    """``stage_batch`` + ``accept`` + ``apply_batch`` per batch, one token each, in order."""
+    """``stage_batch`` + ``accept`` + ``apply_batch`` per batch, one token each, in order
+    (``ts_floor``: an audience ordered by source time, its payloads carrying ts)."""
     store.r.config_resetstat()
     ops = 0
     started = time.perf_counter()
@@ -43,6 +48,7 @@ def apply_path(
             received=kept,
             deduplicated=0,
             batch_sizes=[kept],
+            ts_floor=ts_floor,
         )
         result = store.apply_batch(audience_id, token, 0, base)
         if result.outcome != "applied":

@@ -12,6 +12,7 @@ import orjson
 
 from producer.errors import InvalidRequest
 from producer.identifiers import ID_TYPES, IdType, is_region
+from producer.source_time import ORDERINGS
 from producer.validation import Problem
 from worker.filters import validate as validate_filter
 
@@ -20,7 +21,7 @@ MAX_DESCRIPTION = 500
 STATUSES = ("draft", "active", "paused", "archived")
 CREATE_STATUSES = ("draft", "active")
 # Set at creation, never changed: a PATCH may repeat their value, not change it.
-IMMUTABLE = ("id_type", "default_region")
+IMMUTABLE = ("id_type", "default_region", "ordering")
 FIELDS = ("name", "description", "status", "filter", *IMMUTABLE)
 
 
@@ -123,10 +124,19 @@ def _id_type_problems(data: dict[str, Any]) -> list[Problem]:
     return []
 
 
+def _ordering_problems(data: dict[str, Any]) -> list[Problem]:
+    if data.get("ordering", "accepted") in ORDERINGS:
+        return []
+    return [Problem("ordering", "invalid_ordering", f"ordering is one of {', '.join(ORDERINGS)}.")]
+
+
 def parse_create(body: bytes) -> dict[str, Any]:
-    """name, description, status, filter, id_type and default_region of a new audience."""
+    """name, description, status, filter, id_type, default_region and ordering of a new
+    audience."""
     data = parse_object(body)
-    problems = _field_problems(data, CREATE_STATUSES) + _id_type_problems(data)
+    problems = (
+        _field_problems(data, CREATE_STATUSES) + _id_type_problems(data) + _ordering_problems(data)
+    )
     if "name" not in data:
         problems.insert(0, Problem("name", "invalid_name", "name is required."))
     raise_problems(problems, "The audience is invalid; fix the listed problems.")
@@ -137,6 +147,7 @@ def parse_create(body: bytes) -> dict[str, Any]:
         "filter": data.get("filter"),
         "id_type": data.get("id_type", "external"),
         "default_region": _region(data.get("default_region")),
+        "ordering": data.get("ordering", "accepted"),
     }
 
 
@@ -144,7 +155,11 @@ def take_immutable(changes: dict[str, Any], meta: dict[str, str]) -> None:
     """Refuse a PATCH that changes an immutable field (``immutable_field``); one that repeats
     the current value is accepted, and the field dropped from ``changes``."""
     current = IdType.of(meta)
-    values = {"id_type": current.name, "default_region": current.default_region}
+    values = {
+        "id_type": current.name,
+        "default_region": current.default_region,
+        "ordering": meta.get("ordering") or "accepted",
+    }
     given = {**changes, "default_region": _region(changes.get("default_region"))}
     problems = [
         Problem(

@@ -77,6 +77,12 @@ def add_api_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--description")
     s.add_argument("--status", choices=statuses[:2])
     s.add_argument("--filter", type=_json_argument, help="JSON, or @file.json")
+    s.add_argument(
+        "--ordering",
+        choices=["accepted", "source_time"],
+        help="which op stands for an id: the one accepted last (default) or the one with "
+        "the greatest ts (every op then carries ts); immutable",
+    )
     s.set_defaults(func=_api("create"))
 
     s = sub.add_parser("list", parents=[common], help="list the account's audiences")

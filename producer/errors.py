@@ -199,6 +199,7 @@ FIELD_CODES = (
     "invalid_status",
     "invalid_id_type",
     "invalid_default_region",
+    "invalid_ordering",
     "immutable_field",
     "empty_update",
     "unknown_field",
@@ -215,6 +216,17 @@ FIELD_CODES = (
 )
 
 
+# Problems of one op (each in ``details``, under ``validation_error``) that the rules of
+# source-time ordering add (``producer/source_time.py``).
+TIMESTAMP_CODES = (
+    "missing_timestamp",
+    "timestamp_not_allowed",
+    "invalid_timestamp",
+    "timestamp_too_old",
+    "timestamp_in_future",
+)
+
+
 def _tree(cls: type[ApiError]) -> list[type[ApiError]]:
     return [cls, *(c for sub in cls.__subclasses__() for c in _tree(sub))]
 
@@ -225,5 +237,5 @@ def catalogue() -> dict[int, list[str]]:
     for cls in _tree(ApiError):
         if cls.code not in codes.setdefault(cls.status, []):
             codes[cls.status].append(cls.code)
-    codes[400] += [c for c in FIELD_CODES if c not in codes[400]]
+    codes[400] += [c for c in (*FIELD_CODES, *TIMESTAMP_CODES) if c not in codes[400]]
     return dict(sorted(codes.items()))

@@ -16,9 +16,11 @@ from producer.batching import Encoded, encode_ops
 from producer.errors import PayloadTooLarge
 from producer.identifiers import EXTERNAL, IdType
 from producer.screen import screen_lines
-from producer.validation import OPS, Op, Problem, problems_from
+from producer.source_time import ACCEPTED, MISSING, Ordering
+from producer.validation import OPS, TIMED_OPS, Op, Problem, TimedOp, problems_from
 
 ONE_OP: TypeAdapter[Any] = TypeAdapter(Op)
+ONE_TIMED_OP: TypeAdapter[Any] = TypeAdapter(TimedOp)
 
 
 async def lines_of(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[bytes]:
@@ -64,27 +66,38 @@ def _is_one_object(line: bytes) -> bool:
     return stripped.startswith(b"{") and stripped.endswith(b"}")
 
 
-def _as_array(lines: list[bytes]) -> list[dict[str, Any]]:
-    return cast(list[dict[str, Any]], OPS.validate_json(b"[" + b",\n".join(lines) + b"]"))
+def _as_array(lines: list[bytes], timed: bool) -> list[dict[str, Any]]:
+    array = TIMED_OPS if timed else OPS
+    return cast(list[dict[str, Any]], array.validate_json(b"[" + b",\n".join(lines) + b"]"))
 
 
 def encode_block(
-    lines: list[bytes], first_line: int, id_type: IdType = EXTERNAL
+    lines: list[bytes],
+    first_line: int,
+    id_type: IdType = EXTERNAL,
+    ordering: Ordering = ACCEPTED,
+    now_ms: int | None = None,
 ) -> tuple[Encoded, list[Problem]]:
     """Encode lines ``first_line ..``: the screen, else the precise path; then the
-    audience's id type turns each id into the stored one.
+    audience's id type turns each id into the stored one, and with source-time ordering
+    each op's ts is read (bounds as of ``now_ms``, the upload's start) and put on its line.
 
     Returns the encoded ops and every problem, located by line (the field in ``field``).
     """
-    screened = screen_lines(lines)
+    timed = ordering.by_source_time
+    screened = screen_lines(lines, timed)
     if screened is not None:
-        encoded = Encoded(*screened)
+        encoded = Encoded(*screened[:2])
+        given: list[Any] = screened[2] if timed else []  # type: ignore[misc]
     else:
-        ops, problems = validate_block(lines, first_line)
+        ops, problems = validate_block(lines, first_line, timed)
         if problems:
             return Encoded(), problems
         encoded = encode_ops(ops)
+        given = [op.get("ts", MISSING) for op in ops] if timed else []
     id_type.apply(encoded)
+    if timed:
+        ordering.stamp(encoded, given, now_ms)
     return encoded, [
         Problem(f"line {first_line + index}", p.code, p.message, p.loc)
         for index, p in encoded.problems
@@ -92,7 +105,7 @@ def encode_block(
 
 
 def validate_block(
-    lines: list[bytes], first_line: int
+    lines: list[bytes], first_line: int, timed: bool = False
 ) -> tuple[list[dict[str, Any]], list[Problem]]:
     """The precise path: validate lines ``first_line ..``; the ops and the problems, by line.
 
@@ -103,7 +116,7 @@ def validate_block(
     """
     if all(_is_one_object(line) for line in lines):
         try:
-            ops: list[dict[str, Any]] = _as_array(lines)
+            ops: list[dict[str, Any]] = _as_array(lines, timed)
         except PydanticValidationError:
             pass
         else:
@@ -122,7 +135,7 @@ def validate_block(
             )
             continue
         try:
-            ops.append(ONE_OP.validate_json(line))
+            ops.append((ONE_TIMED_OP if timed else ONE_OP).validate_json(line))
         except PydanticValidationError as exc:
             for problem in problems_from(exc):
                 field = problem.loc or None

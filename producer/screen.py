@@ -70,8 +70,24 @@ class _Body(Struct, forbid_unknown_fields=True):
     ids: list[_Add | _Remove]
 
 
+# Audiences ordered by source time: every op carries ts (read by producer.source_time).
+class _TimedAdd(_Add, tag="add", kw_only=True):
+    ts: str | int
+
+
+class _TimedRemove(_Remove, tag="remove", kw_only=True):
+    ts: str | int
+
+
+class _TimedBody(Struct, forbid_unknown_fields=True):
+    ids: list[_TimedAdd | _TimedRemove]
+
+
 _BODY = msgspec.json.Decoder(_Body)
 _OP = msgspec.json.Decoder(_Add | _Remove)
+_TIMED_BODY = msgspec.json.Decoder(_TimedBody)
+_TIMED_OP = msgspec.json.Decoder(_TimedAdd | _TimedRemove)
+_TS = attrgetter("ts")
 _NOT_SCREENED = (msgspec.DecodeError, msgspec.ValidationError)
 # JSON text cannot hold a raw control character, but a raw DEL or an escaped one it can:
 # a backslash after an even number of backslashes starts an escape.
@@ -82,30 +98,37 @@ _known_names: set[str] = set()  # names seen valid; bounded by the names clients
 _KNOWN_NAMES_LIMIT = 100_000
 
 Screened = tuple[list[str], list[bytes]]
+# With timed=True (source-time ordering) the screen also returns each op's ts as given.
+TimedScreened = tuple[list[str], list[bytes], list[str | int]]
 
 
-def screen_body(body: bytes) -> Screened | None:
+def screen_body(body: bytes, timed: bool = False) -> Screened | TimedScreened | None:
     """The ids and payload lines of a valid ``{"ids": [...]}`` body, or None."""
     if _has_control(body):
         return None
     try:
-        ops = _BODY.decode(body).ids
+        ops: list[Any] = (_TIMED_BODY if timed else _BODY).decode(body).ids
     except _NOT_SCREENED:
         return None
     if not 1 <= len(ops) <= MAX_OPS_PER_REQUEST:
         return None
-    return _encode(ops)
+    return _with_ts(ops) if timed else _encode(ops)
 
 
-def screen_lines(lines: list[bytes]) -> Screened | None:
+def screen_lines(lines: list[bytes], timed: bool = False) -> Screened | TimedScreened | None:
     """The ids and payload lines of NDJSON lines that each hold one valid op, or None."""
     if _has_control(b"\n".join(lines)):
         return None
     try:
-        ops = list(map(_OP.decode, lines))
+        ops: list[Any] = list(map((_TIMED_OP if timed else _OP).decode, lines))
     except _NOT_SCREENED:
         return None
-    return _encode(ops)
+    return _with_ts(ops) if timed else _encode(ops)
+
+
+def _with_ts(ops: list[Any]) -> TimedScreened | None:
+    screened = _encode(ops)
+    return None if screened is None else (*screened, list(map(_TS, ops)))
 
 
 def _has_control(data: bytes) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from producer.errors import (
 from producer.identifiers import EXTERNAL, IdType
 from producer.metrics import OPS_ACCEPTED
 from producer.ndjson import encode_block, lines_of
+from producer.source_time import ACCEPTED, Ordering, erasure_ts
 from producer.validation import MAX_OPS_PER_REQUEST, MEMBERS_BODY, Problem, problems_from
 from worker.broker import queue_for
 from worker.contract import QUEUE_BULK, ApplyBatch, CountStep
@@ -61,6 +63,8 @@ class _Upload:
     token: str
     stage: bool = True
     id_type: IdType = EXTERNAL
+    ordering: Ordering = ACCEPTED
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     received: int = 0
     batch_sizes: list[int] = field(default_factory=list)
     deduplicated: int = 0
@@ -73,8 +77,11 @@ class Producer:
         self.publisher = publisher
         self.settings = settings
 
-    def require_audience(self, account: str, audience_id: str, *, replace: bool = False) -> IdType:
-        """The audience exists in the account and takes membership updates now; its id type."""
+    def require_audience(
+        self, account: str, audience_id: str, *, replace: bool = False
+    ) -> tuple[IdType, Ordering]:
+        """The audience exists in the account and takes membership updates now; its id
+        type and ordering."""
         meta = self.store.audience_meta(account, audience_id)
         if meta is None:
             raise no_audience(audience_id)
@@ -82,7 +89,7 @@ class Producer:
             raise archived()
         if replace and self.store.replace_running(audience_id):
             raise not_ready()
-        return IdType.of(meta)
+        return IdType.of(meta), Ordering.of(meta, self.settings.source_time_horizon)
 
     def start_count(self, account: str, audience_id: str) -> str:
         """Start an asynchronous count of the targetable members; returns its token."""
@@ -126,10 +133,11 @@ class Producer:
 
         With ``validate_only`` nothing is staged or enqueued: the counts are returned.
         """
-        id_type = self.require_audience(account, audience_id)
+        id_type, ordering = self.require_audience(account, audience_id)
         self.check_callback(callback_url)
+        now_ms = int(time.time() * 1000)
         try:
-            encoded = encode_body(body, id_type)
+            encoded = encode_body(body, id_type, ordering, now_ms)
         except PydanticValidationError as exc:
             raise _invalid_members(exc) from None
         if encoded.problems:
@@ -153,6 +161,7 @@ class Producer:
             batch.received,
             batch.deduplicated,
             callback_url=callback_url,
+            ts_floor=ordering.floor_ms(now_ms) if ordering.by_source_time else None,
         )
         return token
 
@@ -164,7 +173,9 @@ class Producer:
         Each audience gets an ordinary remove through the same ordered path as any other
         update, so an add accepted later still wins. Archived audiences are included:
         an opt-out is honoured everywhere. Each audience reads the id by its own id type
-        (:meth:`IdType.lookup_id`); one where it cannot be an id is left out.
+        (:meth:`IdType.lookup_id`); one where it cannot be an id is left out. On an
+        audience ordered by source time the remove carries :func:`erasure_ts`, past every
+        ts accepted until now, so no op already accepted, however late, brings the id back.
         """
         MEMBERS_BODY.validate_python({"ids": [{"action": "remove", "id": member_id}]})
         token = new_token()
@@ -174,10 +185,22 @@ class Producer:
             if stored_id is None:
                 continue
             payload = deduplicate(encode_ops([{"action": "remove", "id": stored_id}])).payload
+            ts = erasure_ts() if id_fields.get("ordering") == "source_time" else None
+            if ts is not None:
+                payload = b"%d%s" % (ts, payload)
             child = new_token()
             self.store.stage_batch(audience_id, child, 0, payload)
             try:
-                self._accept_and_enqueue(account, audience_id, child, [1], 1, 0, kind="erase")
+                self._accept_and_enqueue(
+                    account,
+                    audience_id,
+                    child,
+                    [1],
+                    1,
+                    0,
+                    kind="erase",
+                    ts_floor=ts,
+                )
             except AudienceMissing:
                 continue  # deleted meanwhile: nothing to erase there
             children.append((audience_id, child))
@@ -214,11 +237,13 @@ class Producer:
                     )
                 ],
             )
-        id_type = await to_thread.run_sync(
+        id_type, ordering = await to_thread.run_sync(
             functools.partial(self.require_audience, account, audience_id, replace=replace)
         )
         self.check_callback(callback_url)
-        upload = _Upload(new_token(), stage=not validate_only, id_type=id_type)
+        upload = _Upload(
+            new_token(), stage=not validate_only, id_type=id_type, ordering=ordering
+        )
         block: list[bytes] = []
         try:
             async for line in lines_of(chunks, self.settings.max_ndjson_line_bytes):
@@ -259,6 +284,9 @@ class Producer:
                 callback_url=callback_url,
                 kind="replace" if replace else "members",
                 max_removed_ratio=max_removed_ratio,
+                ts_floor=(
+                    ordering.floor_ms(upload.started_ms) if ordering.by_source_time else None
+                ),
             )
         )
         return upload.token
@@ -266,7 +294,9 @@ class Producer:
     def _take_block(self, audience_id: str, upload: _Upload, lines: list[bytes]) -> None:
         first_line = upload.received + 1
         upload.received += len(lines)
-        encoded, problems = encode_block(lines, first_line, upload.id_type)
+        encoded, problems = encode_block(
+            lines, first_line, upload.id_type, upload.ordering, upload.started_ms
+        )
         upload.problems.extend(problems)
         if upload.problems:
             return  # Invalid: nothing more is staged; keep reading only to report problems.
@@ -291,6 +321,7 @@ class Producer:
         kind: str = "members",
         callback_url: str | None = None,
         max_removed_ratio: float | None = None,
+        ts_floor: int | None = None,
     ) -> None:
         queue = queue_for(sum(batch_sizes), self.settings)
         try:
@@ -305,6 +336,7 @@ class Producer:
                 deduplicated=deduplicated,
                 batch_sizes=batch_sizes,
                 kind=kind,
+                ts_floor=ts_floor,
             )
         except StoreError:
             self.store.drop_staged(audience_id, token, len(batch_sizes))

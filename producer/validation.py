@@ -90,6 +90,50 @@ class MembersBody(TypedDict):
 MEMBERS_BODY = TypeAdapter(MembersBody)
 
 
+# Audiences ordered by source time: ops may carry ts, read and checked in
+# producer.source_time (which reports a missing one); elsewhere ts is an extra field.
+Timestamp = Annotated[
+    Any,
+    Field(
+        description="Audiences with ordering `source_time` only, and required there: when the "
+        "change happened at the source, an RFC 3339 date-time with an offset or integer "
+        "milliseconds since the epoch. For each id the op with the greatest `ts` stands.",
+        examples=["2024-05-01T12:00:00.250+02:00", 1714557600250],
+    ),
+]
+
+
+class TimedAddOp(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    action: Literal["add"]
+    id: MemberId
+    attributes: NotRequired[Attributes]
+    ts: NotRequired[Timestamp]
+
+
+class TimedRemoveOp(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    action: Literal["remove"]
+    id: MemberId
+    ts: NotRequired[Timestamp]
+
+
+TimedOp = Annotated[TimedAddOp | TimedRemoveOp, Field(discriminator="action")]
+TIMED_OPS = TypeAdapter(list[TimedOp])
+
+
+class TimedMembersBody(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    ids: Annotated[list[TimedOp], Field(min_length=1, max_length=MAX_OPS_PER_REQUEST)]
+
+
+TIMED_MEMBERS_BODY = TypeAdapter(TimedMembersBody)
+TIMESTAMP_NOT_ALLOWED = (
+    "ts is only allowed on audiences created with ordering source_time; this one orders "
+    "by acceptance."
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One thing wrong with the input, where it is and what to do about it."""
@@ -114,6 +158,8 @@ def _code_for(error: Any, path: tuple[str | int, ...]) -> str:
         return "invalid_json"
     if kind == "missing":
         return "missing_field"
+    if kind == "extra_forbidden" and last == "ts":
+        return "timestamp_not_allowed"
     if kind == "extra_forbidden":
         return "attributes_not_allowed" if last == "attributes" else "unknown_field"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
@@ -153,6 +199,8 @@ def _message_for(code: str, error: Any) -> str:
             "Attribute names are 1-30 characters of a-z, 0-9 and _, optionally typed as "
             "date(name) or url(name)."
         )
+    if code == "timestamp_not_allowed":
+        return TIMESTAMP_NOT_ALLOWED
     if code == "invalid_action":
         return 'action must be "add" or "remove".'
     if code == "attributes_not_allowed":

@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None, *, consumer: bool = True) -> Ce
             raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
         if result is not None:
             metrics.BATCHES.labels(result.outcome).inc()
-            for effect in ("added", "removed", "superseded"):
+            for effect in ("added", "removed", "superseded", "stale"):
                 metrics.OPS.labels(effect).inc(getattr(result, effect))
 
     @app.task(name=TASK_COUNT_SIZE, bind=True, max_retries=settings.apply_retries)

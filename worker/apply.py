@@ -73,6 +73,7 @@ def apply_batch(
             "added": result.added,
             "removed": result.removed,
             "superseded": result.superseded,
+            "stale": result.stale,
             "token_state": result.token_state,
         },
     )

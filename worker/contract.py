@@ -17,6 +17,9 @@ TASK_COUNT_SIZE = "audiences.count_size"
 QUEUE_SMALL = "small"
 QUEUE_BULK = "bulk"
 QUEUES = (QUEUE_SMALL, QUEUE_BULK)
+# Source-time ordering: the API refuses an op's ts more than this far ahead of its clock;
+# the store keeps tombstones this much past the horizon too (clock skew between processes).
+SOURCE_TIME_MAX_AHEAD_MS = 5 * 60 * 1000
 
 
 class TokenState(StrEnum):

@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     token_retention_seconds: int = 7 * 24 * 3600
     staging_ttl_seconds: int = 6 * 3600
 
+    source_time_horizon: int = Field(
+        default=30 * 24 * 3600,
+        ge=3600,
+        description="Seconds: how far back an op's ts may be on audiences ordered by "
+        "source_time, and how long their removals are remembered (tombstones).",
+    )
+
     write_rate_limit: int = Field(default=50, ge=0, description="Write requests/s per account.")
     read_rate_limit: int = Field(default=500, ge=0, description="Reads and polls/s per account.")
     store_full_ratio: float = Field(

@@ -25,6 +25,7 @@ COUNT_FIELDS = (
     "added",
     "removed",
     "superseded",
+    "stale",
 )
 
 

@@ -144,6 +144,7 @@ async def create_audience(request: Request, key: Writer) -> Json:
         fields["filter"],
         fields["id_type"],
         fields["default_region"],
+        fields["ordering"],
     )
     return await _audience_response(request, key.account, audience["id"], 201)
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from producer.errors import catalogue
 from producer.identifiers import IdTypeName
-from producer.validation import MEMBERS_BODY
+from producer.validation import TIMED_MEMBERS_BODY
 from worker.contract import TokenState
 
 ERROR_CODES = catalogue()
@@ -24,6 +24,13 @@ ID_TYPE_DESCRIPTION = (
 DEFAULT_REGION_DESCRIPTION = (
     "`phone` audiences only: the ISO 3166-1 alpha-2 region of numbers sent without `+`; "
     "without it such numbers are `invalid_phone`. Immutable."
+)
+
+ORDERING_DESCRIPTION = (
+    "Which op stands for an id; set at creation, immutable (`immutable_field`). `accepted`: "
+    "the op accepted last; ops may not carry `ts`. `source_time`: every op carries `ts` "
+    "(RFC 3339 date-time with offset, or integer ms since the epoch) and the greatest `ts` "
+    "stands, between equal `ts` the op accepted later."
 )
 
 BATCH_EXAMPLE = {
@@ -97,6 +104,9 @@ class Audience(BaseModel):
     filter: dict[str, Any] | None
     id_type: IdTypeName = Field("external", description=ID_TYPE_DESCRIPTION)
     default_region: str | None = Field(None, description=DEFAULT_REGION_DESCRIPTION)
+    ordering: Literal["accepted", "source_time"] = Field(
+        "accepted", description=ORDERING_DESCRIPTION
+    )
     size: int = Field(description="Current members.")
     cached_size: int | None = Field(description="Targetable members at the last count.")
     cached_size_updated_at: str | None
@@ -124,6 +134,9 @@ class AudienceCreate(BaseModel):
     default_region: str | None = Field(
         None, pattern=r"^[A-Za-z]{2}$", description=DEFAULT_REGION_DESCRIPTION
     )
+    ordering: Literal["accepted", "source_time"] = Field(
+        "accepted", description=ORDERING_DESCRIPTION
+    )
 
 
 class AudiencePatch(BaseModel):
@@ -149,6 +162,12 @@ class Counts(BaseModel):
     added: int
     removed: int
     superseded: int
+    stale: int = Field(
+        0,
+        description="Source-time audiences: ops older (by `ts`) than what an op accepted "
+        "earlier had already set. Once APPLIED, added + removed + superseded + stale + "
+        "deduplicated = received.",
+    )
 
 
 class TokenError(BaseModel):
@@ -221,7 +240,9 @@ def _body(
 REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/audiences", "post"): _body(AudienceCreate),
     ("/v1/audiences/{audience_id}", "patch"): _body(AudiencePatch),
-    ("/v1/audiences/{audience_id}/members", "post"): _body(MEMBERS_BODY, example=BATCH_EXAMPLE),
+    ("/v1/audiences/{audience_id}/members", "post"): _body(
+        TIMED_MEMBERS_BODY, example=BATCH_EXAMPLE
+    ),
     ("/v1/audiences/{audience_id}/size", "post"): _body(None, required=False),
     ("/v1/audiences/{audience_id}/uploads", "post"): _body(
         None,

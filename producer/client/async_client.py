@@ -100,9 +100,10 @@ class AsyncAudiencesClient:
         status: Literal["draft", "active"] | None = None,
         filter: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        ordering: Literal["accepted", "source_time"] | None = None,
     ) -> M.Audience:
         return await self.send(
-            calls.create_audience(name, description, status, filter, idempotency_key)
+            calls.create_audience(name, description, status, filter, idempotency_key, ordering)
         )
 
     async def list_audiences(

@@ -98,8 +98,15 @@ def create_audience(
     status: Literal["draft", "active"] | None = None,
     filter: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
+    ordering: Literal["accepted", "source_time"] | None = None,
 ) -> Call[M.Audience]:
-    body = {"name": name, "description": description, "status": status, "filter": filter}
+    body = {
+        "name": name,
+        "description": description,
+        "status": status,
+        "filter": filter,
+        "ordering": ordering,
+    }
     return Call(
         "POST",
         "/v1/audiences",

@@ -200,7 +200,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_create(args: argparse.Namespace) -> int:
     with _client() as client:
         audience = client.create_audience(
-            args.name, args.description, status=args.status, filter=args.filter
+            args.name,
+            args.description,
+            status=args.status,
+            filter=args.filter,
+            ordering=args.ordering,
         )
     render.emit(args, render.audience_document(audience), render.audience_lines(audience))
     return Exit.APPLIED

@@ -58,6 +58,7 @@ def status_line(status: M.IndexingStatus) -> str:
         f"{c.batches_applied} of {c.batches_total} batches applied  "
         f"received {c.received} added {c.added} removed {c.removed} "
         f"superseded {c.superseded} deduplicated {c.deduplicated}"
+        + (f" stale {c.stale}" if c.stale else "")
     )
     if status.indexing_state == "IN_PROCESS" and status.eta_seconds is not None:
         line += f"  eta {status.eta_seconds:.0f}s"

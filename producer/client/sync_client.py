@@ -101,8 +101,11 @@ class AudiencesClient:
         status: Literal["draft", "active"] | None = None,
         filter: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        ordering: Literal["accepted", "source_time"] | None = None,
     ) -> M.Audience:
-        return self.send(calls.create_audience(name, description, status, filter, idempotency_key))
+        return self.send(
+            calls.create_audience(name, description, status, filter, idempotency_key, ordering)
+        )
 
     def list_audiences(
         self, *, status: AudienceStatus | None = None, limit: int = 100, cursor: str | None = None

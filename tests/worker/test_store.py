@@ -237,6 +237,7 @@ def test_apply_batch_applies_ops_and_counts(store: Store, audience: str) -> None
         "added": 2,
         "removed": 2,
         "superseded": 0,
+        "stale": 0,
     }
 
 

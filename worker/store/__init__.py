@@ -2,8 +2,10 @@
 
 Layout (keys in :mod:`worker.store.keys`, scripts in ``scripts/``): one hash per audience
 maps each id to ``"<version>+<attributes json>"`` for a member or ``"<version>-"`` for a
-short-lived tombstone (:mod:`worker.store.values`); a counter holds the size; a sequence
-hands out versions at accept time. Each concern is one module, one class of methods:
+short-lived tombstone (:mod:`worker.store.values`; on audiences ordered by source time each
+value starts with the op's ``ts`` and tombstones last the horizon); a counter holds the
+size; a sequence hands out versions at accept time. Each concern is one module, one class
+of methods:
 
 - :mod:`~worker.store.accounts`: API keys and scopes, rate limits, idempotency, memory guard
 - :mod:`~worker.store.audiences`: audience records

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from worker.contract import SOURCE_TIME_MAX_AHEAD_MS
 from worker.store import keys
 from worker.store.base import StoreBase, now_iso, text
 
@@ -20,6 +21,7 @@ class ApplyResult:
     token_state: str
     releasable: int = 0  # parked messages to publish again (a replace has ended)
     replaced: tuple[str, ...] = ()  # tokens this apply ended as REPLACED
+    stale: int = 0  # source time: ops older than what an earlier-accepted op had set
 
 
 class Applying(StoreBase):
@@ -52,10 +54,14 @@ class Applying(StoreBase):
                 message,
                 token_id,
                 keys.token_prefix(audience_id),
+                int(time.time() * 1000),
+                self.settings.source_time_horizon * 1000,
+                SOURCE_TIME_MAX_AHEAD_MS,
             ],
         )
         outcome, added, removed, superseded, state, releasable = raw[:6]
         replaced = [t.decode() for t in raw[6]] if len(raw) > 6 else []
+        stale = int(raw[7]) if len(raw) > 7 else 0
         return ApplyResult(
             outcome.decode(),
             int(added),
@@ -64,6 +70,7 @@ class Applying(StoreBase):
             text(state) or "",
             int(releasable),
             tuple(replaced),
+            stale,
         )
 
     def fail_batch(

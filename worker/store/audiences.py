@@ -41,8 +41,10 @@ class Audiences(StoreBase):
         filter_: dict[str, Any] | None = None,
         id_type: str = "external",
         default_region: str | None = None,
+        ordering: str = "accepted",
     ) -> dict[str, Any]:
-        """A new audience; ``id_type`` and ``default_region`` are written here only (immutable)."""
+        """A new audience; ``id_type``, ``default_region`` and ``ordering`` are written here
+        only (immutable)."""
         audience_id = secrets.token_hex(12)
         if not self.r.hsetnx(keys.account_names(account), name, audience_id):
             raise AudienceExists(name)
@@ -62,6 +64,7 @@ class Audiences(StoreBase):
                 "updated_at": now,
                 "id_type": id_type,
                 **({"default_region": default_region} if default_region else {}),
+                "ordering": ordering,
             },
         )
         created = datetime.now(UTC).timestamp() * 1_000_000
@@ -99,6 +102,7 @@ class Audiences(StoreBase):
             "filter": orjson.loads(raw["filter"]),
             "id_type": raw.get("id_type", "external"),
             "default_region": raw.get("default_region"),
+            "ordering": raw.get("ordering", "accepted"),
             "size": int(size or 0),
             "cached_size": int(cached) if cached is not None else None,
             "cached_size_updated_at": raw.get("cached_size_updated_at"),
@@ -228,6 +232,7 @@ class Audiences(StoreBase):
             keys.version_seq(audience_id),
             keys.pending_batches(audience_id),
             keys.tombstones(audience_id),
+            keys.ts_floors(audience_id),
             keys.replace(audience_id),
             keys.shadow_members(audience_id),
             keys.shadow_count(audience_id),
@@ -241,16 +246,17 @@ class Audiences(StoreBase):
         return [a.decode() for a in self.r.zrange(keys.account_audiences(account), 0, -1)]
 
     def account_id_types(self, account: str) -> dict[str, dict[str, str]]:
-        """Each audience of the account with its ``id_type`` and ``default_region`` fields
-        (those it has), in creation order."""
+        """Each audience of the account with its ``id_type``, ``default_region`` and
+        ``ordering`` fields (those it has), in creation order."""
         audience_ids = self.account_audience_ids(account)
+        names = ("id_type", "default_region", "ordering")
         pipe = self.r.pipeline(transaction=False)
         for audience_id in audience_ids:
-            pipe.hmget(keys.audience_meta(audience_id), "id_type", "default_region")
+            pipe.hmget(keys.audience_meta(audience_id), *names)
         return {
             audience_id: {
                 name: value.decode()
-                for name, value in zip(("id_type", "default_region"), values, strict=True)
+                for name, value in zip(names, values, strict=True)
                 if value is not None
             }
             for audience_id, values in zip(audience_ids, pipe.execute(), strict=True)

@@ -36,6 +36,11 @@ def tombstones(audience_id: str) -> str:
     return _aud(audience_id, "tomb")
 
 
+def ts_floors(audience_id: str) -> str:
+    """Source-time audiences: token -> the oldest ts its ops could carry, while in process."""
+    return _aud(audience_id, "tsfloor")
+
+
 def replace(audience_id: str) -> str:
     """Present while a replace runs: its token and when it started."""
     return _aud(audience_id, "replace")
@@ -186,6 +191,7 @@ def accept_keys(audience_id: str, token_id: str, batches: int) -> list[str]:
         tokens_in_process(audience_id),
         all_tokens(audience_id),
         audience_meta(audience_id),
+        ts_floors(audience_id),
         *(batch_payload(audience_id, token_id, n) for n in range(batches)),
     ]
 
@@ -201,6 +207,7 @@ def apply_keys(audience_id: str, token_id: str, batch_no: int) -> list[str]:
         batch_payload(audience_id, token_id, batch_no),
         *replace_keys(audience_id),
         tokens_in_process(audience_id),
+        ts_floors(audience_id),
     ]
 
 
@@ -222,4 +229,5 @@ def revive_keys(audience_id: str, token_id: str, batch_no: int) -> list[str]:
         batch_payload(audience_id, token_id, batch_no),
         pending_batches(audience_id),
         tokens_in_process(audience_id),
+        ts_floors(audience_id),
     ]

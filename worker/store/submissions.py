@@ -45,6 +45,7 @@ class Submissions(StoreBase):
         callback_url: str | None = None,
         queue: str = QUEUE_BULK,
         max_removed_ratio: float | None = None,
+        ts_floor: int | None = None,
     ) -> list[int]:
         """Register a token and reserve its versions; returns each batch's first version.
 
@@ -52,7 +53,10 @@ class Submissions(StoreBase):
         accept, so no accepted batch is ever outside it. A callback is put on the
         webhook schedule at once, due after ``redeliver_after``: if the prompt
         scheduling at completion is lost, the pump still finds it then.
-        Raises :class:`AudienceNotReady` for a replace while another replace runs.
+        ``ts_floor`` (source-time audiences: the oldest ts the API let through, in ms)
+        marks the token as ordered by source time; its removals' tombstones are kept
+        while it is in process. Raises :class:`AudienceNotReady` for a replace while
+        another replace runs.
         """
         self.register_for_reconcile(audience_id)
         if callback_url:
@@ -82,6 +86,11 @@ class Submissions(StoreBase):
             "queue": queue,
             **({"callback_url": callback_url} if callback_url else {}),
             **({"max_removed_ratio": max_removed_ratio} if max_removed_ratio is not None else {}),
+            **(
+                {"ordering": "source_time", "ts_floor": ts_floor, "stale": 0}
+                if ts_floor is not None
+                else {}
+            ),
         }.items():
             fields += [name, value]
         first = int(

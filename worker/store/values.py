@@ -1,4 +1,5 @@
-"""The members hash's values: ``"<version>+<attributes json>"`` or a tombstone ``"<version>-"``.
+"""The members hash's values: ``"<version>+<attributes json>"`` or a tombstone ``"<version>-"``;
+on audiences ordered by source time ``"<ts>:<version>+<attributes json>"`` / ``"<ts>:<version>-"``.
 
 One hash entry per member keeps memory close to a plain SET while still carrying the
 version that last-action-wins compares.
@@ -24,11 +25,11 @@ def plain_attributes(stored: bytes) -> dict[str, Any]:
 def member_blob(value: bytes | None) -> bytes | None:
     """The stored attributes of a members-hash value; None for a tombstone or absent id.
 
-    Values are ``<version digits>+<attributes json>`` or ``<version digits>-``.
+    Values are ``[<ts digits>:]<version digits>+<attributes json>`` or ``...-``.
     """
     if value is None:
         return None
-    rest = value.lstrip(b"0123456789")
+    rest = value.lstrip(b"0123456789:")
     return rest[1:] if rest[:1] == b"+" else None
 
 

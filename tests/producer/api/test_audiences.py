@@ -37,6 +37,7 @@ AUDIENCE_FIELDS = {
     "filter",
     "id_type",
     "default_region",
+    "ordering",
     "size",
     "cached_size",
     "cached_size_updated_at",

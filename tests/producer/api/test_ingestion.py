@@ -87,6 +87,7 @@ def test_walkthrough_create_send_poll_read(http: httpx.Client) -> None:
         "added": 2,
         "removed": 0,
         "superseded": 0,
+        "stale": 0,
     }
 
     member = http.get(f"/v1/audiences/{audience['id']}/members/CUSTOM-ID-1")

@@ -11,10 +11,13 @@
 -- KEYS[9..11] shadow members, shadow count, shadow tombstones: the replace being built
 -- KEYS[12] parked list   messages of batches waiting for a running replace to end
 -- KEYS[13] in-process tokens zset
+-- KEYS[14] ts floors zset  token -> oldest ts it could carry (source-time audiences)
 -- ARGV[1] batch number, ARGV[2] version of the payload's first op (op i has version + i),
 -- ARGV[3] now (ISO-8601), ARGV[4] this batch's pending member, ARGV[5] tombstones purged
 -- at most, ARGV[6] this batch's message (kept if parked), ARGV[7] token id,
--- ARGV[8] prefix of the audience's token keys (same slot; read only at a replace's swap)
+-- ARGV[8] prefix of the audience's token keys (same slot; read at a replace's swap and,
+-- for source-time audiences, to see whether a ts floor's token is still in process),
+-- ARGV[9] now in ms, ARGV[10] source-time horizon in ms, ARGV[11] clock slack in ms
 --
 -- An op takes effect only when its version is above the id's stored version, so the op
 -- accepted last stands whatever order batches arrive in. A removed id keeps a tombstone
@@ -22,8 +25,19 @@
 -- tombstones older than every pending batch are purged here, so they never pile up.
 -- A replace writes into shadow keys, swapped in whole when its last batch is applied,
 -- unless its guard (token field max_removed_ratio) finds it would remove too much.
+--
+-- Source-time audiences (token field ordering = source_time): each payload line starts
+-- with the op's ts digits, values are "<ts>:<version>+<attributes>" / "<ts>:<version>-",
+-- and an op takes effect only when (ts, version) is above the stored pair: the greatest
+-- ts stands, between equal ts the op accepted later. One that loses to an earlier-accepted
+-- op (its ts is older) counts as stale, one that loses to a later-accepted op as
+-- superseded. Removes keep a tombstone, scored by ts, until its ts falls behind
+-- min(now - horizon, the ts floor of every token still in process) - slack: no op still to
+-- come can then be older than it (the API refuses ops older than the horizon). A token
+-- leaves the floors when it ends here; one ended elsewhere (failed, replaced, expired) is
+-- dropped from them when it is found at their head.
 -- Returns {outcome, added, removed, superseded, token state, parked messages to release,
--- tokens this call ended as REPLACED (only when 'applied')}
+-- tokens this call ended as REPLACED (only when 'applied'), stale}
 -- with outcome applied | duplicate | parked | aborted (token gone, abandoned, replaced or a
 -- failed replace) | missing (payload lost).
 local members, count_key, pending, tomb, token, done, payload_key =
@@ -37,6 +51,7 @@ local pending_member = ARGV[4]
 local purge_limit = tonumber(ARGV[5])
 local token_id = ARGV[7]
 local token_prefix = ARGV[8]
+local timed = redis.call('HGET', token, 'ordering') == 'source_time'
 
 local function releasable()
   if redis.call('EXISTS', replace) == 1 then return 0 end
@@ -74,12 +89,22 @@ if kind == 'replace' then
 end
 
 local live = KEYS[1]
-local acts, ids, attrs, n = {}, {}, {}, 0
-for a, id, at in string.gmatch(payload, '([+-])([^\t\n]*)\t([^\n]*)\n') do
-  n = n + 1
-  acts[n] = a
-  ids[n] = id
-  attrs[n] = at
+local acts, ids, attrs, stamps, n = {}, {}, {}, {}, 0
+if timed then
+  for t, a, id, at in string.gmatch(payload, '(%d+)([+-])([^\t\n]*)\t([^\n]*)\n') do
+    n = n + 1
+    stamps[n] = tonumber(t)
+    acts[n] = a
+    ids[n] = id
+    attrs[n] = at
+  end
+else
+  for a, id, at in string.gmatch(payload, '([+-])([^\t\n]*)\t([^\n]*)\n') do
+    n = n + 1
+    acts[n] = a
+    ids[n] = id
+    attrs[n] = at
+  end
 end
 
 redis.call('ZREM', pending, pending_member)
@@ -87,7 +112,29 @@ local oldest = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
 local min_pending = nil
 if oldest[2] then min_pending = tonumber(oldest[2]) end
 
-local added, removed, superseded, delta = 0, 0, 0, 0
+-- Source time: tombstones older than this can go; no op still to come is as old.
+local purge_before = 0
+if timed then
+  local floors = KEYS[14]
+  purge_before = tonumber(ARGV[9]) - tonumber(ARGV[10])
+  local resolved = false
+  for _ = 1, 100 do
+    local first = redis.call('ZRANGE', floors, 0, 0, 'WITHSCORES')
+    if not first[1] then
+      resolved = true
+      break
+    end
+    if redis.call('HGET', token_prefix .. first[1], 'state') == 'IN_PROCESS' then
+      purge_before = math.min(purge_before, tonumber(first[2]))
+      resolved = true
+      break
+    end
+    redis.call('ZREM', floors, first[1])
+  end
+  purge_before = resolved and math.max(purge_before - tonumber(ARGV[11]), 0) or 0
+end
+
+local added, removed, superseded, stale, delta = 0, 0, 0, 0, 0
 -- A replace counts how many of the live members its shadow keeps, for its guard.
 local kept_delta = 0
 local replaced = {}
@@ -101,17 +148,30 @@ for s = 1, n, CHUNK do
   for i = s, e do
     local v = base + i - 1
     local old = current[i - s + 1]
-    local old_v, old_member = nil, false
+    local old_v, old_member, old_ts = nil, false, nil
     if old then
       local p = string.find(old, '[+-]')
-      old_v = tonumber(string.sub(old, 1, p - 1))
+      if timed then
+        local c = string.find(old, ':', 1, true)
+        old_ts = tonumber(string.sub(old, 1, c - 1))
+        old_v = tonumber(string.sub(old, c + 1, p - 1))
+      else
+        old_v = tonumber(string.sub(old, 1, p - 1))
+      end
       old_member = string.sub(old, p, p) == '+'
     end
-    if old_v and old_v >= v then
+    local ts = stamps[i]
+    if timed and old_v and (old_ts > ts or (old_ts == ts and old_v >= v)) then
+      if old_v < v then stale = stale + 1 else superseded = superseded + 1 end
+    elseif not timed and old_v and old_v >= v then
       superseded = superseded + 1
     elseif acts[i] == '+' then
       sets[#sets + 1] = ids[i]
-      sets[#sets + 1] = string.format('%d+', v) .. attrs[i]
+      if timed then
+        sets[#sets + 1] = string.format('%d:%d+', ts, v) .. attrs[i]
+      else
+        sets[#sets + 1] = string.format('%d+', v) .. attrs[i]
+      end
       if not old_member then
         delta = delta + 1
         local lv = in_live[i - s + 1]
@@ -125,10 +185,17 @@ for s = 1, n, CHUNK do
         if lv and string.find(lv, '+', 1, true) then kept_delta = kept_delta - 1 end
       end
       removed = removed + 1
-      if min_pending and min_pending < v then
+      -- A tombstone while an op still to come could resurrect the id (see the header).
+      local keep, score, value
+      if timed then
+        keep, score, value = ts >= purge_before, ts, string.format('%d:%d-', ts, v)
+      else
+        keep, score, value = min_pending and min_pending < v, v, string.format('%d-', v)
+      end
+      if keep then
         sets[#sets + 1] = ids[i]
-        sets[#sets + 1] = string.format('%d-', v)
-        tombs[#tombs + 1] = v
+        sets[#sets + 1] = value
+        tombs[#tombs + 1] = score
         tombs[#tombs + 1] = ids[i]
       elseif old then
         dels[#dels + 1] = ids[i]
@@ -150,7 +217,20 @@ end
 if delta ~= 0 then redis.call('INCRBY', count_key, delta) end
 
 local expired
-if min_pending then
+if timed then
+  expired = redis.call('ZRANGEBYSCORE', tomb, '-inf', '(' .. string.format('%d', purge_before),
+    'LIMIT', 0, purge_limit)
+  for _, id in ipairs(expired) do
+    local value = redis.call('HGET', members, id)
+    if value and string.sub(value, -1) == '-'
+        and tonumber(string.sub(value, 1, string.find(value, ':', 1, true) - 1)) < purge_before
+    then
+      redis.call('HDEL', members, id)
+    end
+    redis.call('ZREM', tomb, id)
+  end
+  expired = {}
+elseif min_pending then
   expired = redis.call('ZRANGEBYSCORE', tomb, '-inf', '(' .. string.format('%d', min_pending),
     'LIMIT', 0, purge_limit)
 else
@@ -171,6 +251,7 @@ if ttl > 0 then redis.call('PEXPIRE', done, ttl) end
 redis.call('HINCRBY', token, 'added', added)
 redis.call('HINCRBY', token, 'removed', removed)
 redis.call('HINCRBY', token, 'superseded', superseded)
+if stale ~= 0 then redis.call('HINCRBY', token, 'stale', stale) end
 if kept_delta ~= 0 then redis.call('HINCRBY', token, 'kept', kept_delta) end
 local failed = tonumber(redis.call('HGET', token, 'batches_failed') or '0')
 local finished = redis.call('HINCRBY', token, 'batches_applied', 1) + failed
@@ -183,6 +264,7 @@ if finished >= total and kind == 'replace' and failed == 0 then
   local would_remove = live_n - tonumber(redis.call('HGET', token, 'kept') or '0')
   if ratio and would_remove > tonumber(ratio) * live_n then
     redis.call('ZREM', inprocess, token_id)
+    redis.call('ZREM', KEYS[14], token_id)
     redis.call('HSET', token, 'state', 'FAILED', 'finished_at', now,
       'error_code', 'replace_guard',
       'error_message', string.format('The replace would have removed %d of the %d current '
@@ -190,11 +272,12 @@ if finished >= total and kind == 'replace' and failed == 0 then
         .. 'membership is unchanged.', would_remove, live_n, ratio),
       'would_remove', would_remove)
     redis.call('DEL', shadow, shadow_n, shadow_tomb, replace)
-    return {'applied', added, removed, superseded, 'FAILED', releasable(), {}}
+    return {'applied', added, removed, superseded, 'FAILED', releasable(), {}, stale}
   end
 end
 if finished >= total then
   redis.call('ZREM', inprocess, token_id)
+  redis.call('ZREM', KEYS[14], token_id)
   if failed > 0 then
     redis.call('HSET', token, 'state', 'FAILED', 'finished_at', now)
   else
@@ -233,4 +316,4 @@ if finished >= total then
   end
 end
 return {'applied', added, removed, superseded, redis.call('HGET', token, 'state'), releasable(),
-  replaced}
+  replaced, stale}

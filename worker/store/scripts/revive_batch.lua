@@ -1,7 +1,7 @@
 -- Make a failed batch pending again, so a replayed dead letter can still apply.
 --
 -- KEYS[1] token hash, KEYS[2] done bitmap, KEYS[3] batch payload, KEYS[4] pending zset,
--- KEYS[5] in-process tokens zset
+-- KEYS[5] in-process tokens zset, KEYS[6] ts floors zset (source-time audiences)
 -- ARGV[1] batch number, ARGV[2] pending member, ARGV[3] batch's first version,
 -- ARGV[4] token id, ARGV[5] now in ms
 -- Returns revived | pending (not finished: just enqueue it) | gone | missing | replace.
@@ -18,4 +18,6 @@ redis.call('HSET', token, 'state', 'IN_PROCESS')
 redis.call('HDEL', token, 'finished_at', 'deliveries:' .. ARGV[1])
 redis.call('ZADD', pending, tonumber(ARGV[3]), ARGV[2])
 redis.call('ZADD', inprocess, tonumber(ARGV[5]), ARGV[4])
+local floor = redis.call('HGET', token, 'ts_floor')
+if floor then redis.call('ZADD', KEYS[6], tonumber(floor), ARGV[4]) end
 return 'revived'
