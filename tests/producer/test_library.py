@@ -4,6 +4,7 @@ against the real store and a real worker, with the HTTP face's rules and errors.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -99,3 +100,20 @@ def test_validate_only_and_the_key_rules(
     _, stranger = new_key()
     with Submitter.from_env(stranger, settings) as other, pytest.raises(NotFound):
         other.submit(audience, [{"action": "add", "id": "x"}])
+
+
+def test_source_time_ops_take_python_datetimes(
+    account_submitter: tuple[str, Submitter], store: Store
+) -> None:
+    """On a source-time audience a library caller may pass ``ts`` as an aware datetime:
+    it reaches the same rule as over HTTP (a later-submitted older add is stale)."""
+    account, submitter = account_submitter
+    audience = store.create_audience(account, "timed", None, ordering="source_time")["id"]
+    now = datetime.now(UTC)
+    removed = submitter.submit(audience, [{"action": "remove", "id": "u1", "ts": now}])
+    applied(submitter, removed)
+    older = submitter.submit(
+        audience, [{"action": "add", "id": "u1", "ts": now - timedelta(minutes=5)}]
+    )
+    assert applied(submitter, older)["counts"]["stale"] == 1
+    assert store.get_member(audience, "u1") is None
