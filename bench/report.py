@@ -183,7 +183,7 @@ def info_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
                 )
             )
     add(
-        "Producer: NDJSON line split (lines_of) alone",
+        "Producer: NDJSON line split (blocks_of) alone",
         _get(results, "producer", "line_split", "ops_per_s"),
         unit="lines/s",
     )
