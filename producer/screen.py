@@ -25,7 +25,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from itertools import repeat
-from operator import attrgetter, itemgetter, methodcaller
+from operator import attrgetter, itemgetter
 from typing import Annotated, Any, ClassVar, ParamSpec, TypeVar
 
 import msgspec
@@ -211,13 +211,13 @@ def _apply_typed(attrs: list[dict[str, Any]], name: str, rule: Callable[[Any], s
     try:
         holders, values = attrs, list(map(itemgetter(name), attrs))
     except KeyError:  # not every op has it
-        holders = list(filter(methodcaller("__contains__", name), attrs))
+        holders = [a for a in attrs if name in a]
         values = list(map(itemgetter(name), holders))
     if not set(map(type, values)) <= {str}:
         raise ValueError("a typed attribute holds a non-string")
     distinct = set(values)
     if distinct == {""}:  # as in the Batch example's "url(att20)": ""
-        deque(map(methodcaller("pop", name), holders), maxlen=0)
+        deque(map(dict.pop, holders, repeat(name)), maxlen=0)  # methodcaller: 3-4 x slower
         return
     stored = {value: rule(value) for value in distinct if value}
     changed = {value: new for value, new in stored.items() if new != value}
