@@ -11,7 +11,7 @@ from typing import Any
 
 from bench import data
 from producer.batching import deduplicate, encode_body, encode_ops
-from producer.ndjson import encode_block, lines_of
+from producer.ndjson import blocks_of, encode_block
 from worker.store import Store
 
 
@@ -95,7 +95,7 @@ def producer_ndjson(blocks: Sequence[bytes]) -> dict[str, Any]:
 
 
 def ndjson_line_split(blocks: Sequence[bytes], chunk: int = 1 << 16) -> dict[str, Any]:
-    """``lines_of`` alone over the upload's bytes in 64 KiB chunks (what the API reads)."""
+    """``blocks_of`` alone over the upload's bytes in 64 KiB chunks (what the API reads)."""
     body = b"".join(blocks)
     chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)]
 
@@ -105,8 +105,8 @@ def ndjson_line_split(blocks: Sequence[bytes], chunk: int = 1 << 16) -> dict[str
 
     async def consume() -> int:
         n = 0
-        async for _ in lines_of(source(), 1 << 20):
-            n += 1
+        async for block in blocks_of(source(), 1 << 20, data.PER_REQUEST):
+            n += len(block)
         return n
 
     started = time.perf_counter()

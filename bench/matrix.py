@@ -31,12 +31,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from rich.console import Console
 from rich.table import Table
 
 from bench import data, reference
 from bench.ingest import Fairness, ingest_json, ingest_ndjson
+from bench.report import bench_parser, ops_argument, ratio, write_results
 from bench.shapes import BY_NAME, SHAPES, Shape
 from bench.stack import BenchStack
 from producer.batching import deduplicate, encode_body
@@ -94,10 +94,6 @@ def producer_ndjson(blocks: Sequence[bytes]) -> dict[str, Any]:
         return ops
 
     return _best_rate(run)
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a and b else None
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -207,8 +203,8 @@ def _add_ratios(results: dict[str, Any]) -> None:
             ("e2e_ndjson", "ids_per_s"),
         ):
             rate = row[key][unit]
-            row[key]["vs_store_limit"] = _ratio(rate, limit)
-            row[key]["vs_compact"] = _ratio(rate, base and base[key][unit])
+            row[key]["vs_store_limit"] = ratio(rate, limit)
+            row[key]["vs_compact"] = ratio(rate, base and base[key][unit])
 
 
 def _mark(value: float | None, target: float) -> str:
@@ -308,40 +304,29 @@ def draw(results: dict[str, Any], path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.matrix",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = bench_parser(
+        "python -m bench.matrix",
+        __doc__,
+        quick="50,000 ops per shape",
+        ops="ops per shape (default 200,000)",
+        out=DEFAULT_OUT,
     )
-    parser.add_argument("--quick", action="store_true", help="50,000 ops per shape")
-    parser.add_argument("--ops", type=int, default=None, help="ops per shape (default 200,000)")
     parser.add_argument(
         "--shapes",
         default=",".join(s.name for s in SHAPES),
         help="comma-separated shape names (default: all)",
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where results go")
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
     args.shapes = [name for name in args.shapes.split(",") if name]
     unknown = [name for name in args.shapes if name not in BY_NAME]
     if unknown:
         parser.error(f"unknown shapes: {unknown}; known: {list(BY_NAME)}")
-    if args.ops is None:
-        args.ops = 50_000 if args.quick else 200_000
-    if args.ops % data.PER_REQUEST:
-        parser.error(f"--ops must be a multiple of {data.PER_REQUEST:,}")
-    args.out.mkdir(parents=True, exist_ok=True)
+    ops_argument(parser, args, quick=50_000, full=200_000)
     results = run(args)
-    path = args.out / "matrix.json"
-    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    print_table(results)
-    try:
-        chart = draw(results, args.out / "matrix.png")
-        console.print(f"results: {path}\nchart:   {chart}")
-    except ImportError:
-        console.print(f"results: {path}  (no chart: pip install -e '.[bench]' for matplotlib)")
-    return 0
+    return write_results(
+        results, args.out / "matrix.json", print_table, draw, args.out / "matrix.png", console
+    )
 
 
 if __name__ == "__main__":

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import orjson
 from rich.console import Console
 from rich.table import Table
+
+from bench import data
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,7 @@ def _get(results: dict[str, Any], *path: str) -> Any:
     return node
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
+def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
@@ -55,8 +61,8 @@ def targets(results: dict[str, Any]) -> list[Target]:
     return [
         Target("Ingest, 100 JSON requests of 10k (3 threads)", json_ips, ">=", 100_000, "ids/s"),
         Target("Ingest, one NDJSON upload", nd_ips, ">=", 100_000, "ids/s"),
-        Target("Ingest JSON ÷ store limit", _ratio(json_ips, limit), ">=", 0.5, "", "{:.2f}"),
-        Target("Ingest NDJSON ÷ store limit", _ratio(nd_ips, limit), ">=", 0.5, "", "{:.2f}"),
+        Target("Ingest JSON ÷ store limit", ratio(json_ips, limit), ">=", 0.5, "", "{:.2f}"),
+        Target("Ingest NDJSON ÷ store limit", ratio(nd_ips, limit), ">=", 0.5, "", "{:.2f}"),
         Target(
             "Small update p99, submit→APPLIED, during JSON ingest",
             _get(results, "fairness_json", "p99_s"),
@@ -103,7 +109,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
         ),
         Target(
             "Ingest ids/s at 5M ÷ at 1M (NDJSON)",
-            _ratio(big and big["ids_per_s"], mid and mid["ids_per_s"]),
+            ratio(big and big["ids_per_s"], mid and mid["ids_per_s"]),
             ">=",
             0.8,
             "",
@@ -183,7 +189,7 @@ def info_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
                 )
             )
     add(
-        "Producer: NDJSON line split (lines_of) alone",
+        "Producer: NDJSON line split (blocks_of) alone",
         _get(results, "producer", "line_split", "ops_per_s"),
         unit="lines/s",
     )
@@ -246,3 +252,47 @@ def print_table(results: dict[str, Any], console: Console | None = None) -> None
     for label, value in info_rows(results):
         info.add_row(label, value)
     console.print(info)
+
+
+def bench_parser(
+    prog: str, doc: str | None, *, quick: str, ops: str, out: Path
+) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--quick``, ``--ops N``, ``--out DIR``."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--ops", type=int, default=None, help=ops)
+    parser.add_argument("--out", type=Path, default=out, help="where results go")
+    return parser
+
+
+def ops_argument(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, quick: int, full: int
+) -> None:
+    """``args.ops`` as given, else ``quick`` with ``--quick`` or ``full``; whole requests."""
+    if args.ops is None:
+        args.ops = quick if args.quick else full
+    if args.ops % data.PER_REQUEST:
+        parser.error(f"--ops must be a multiple of {data.PER_REQUEST:,}")
+
+
+def write_results(
+    results: dict[str, Any],
+    json_path: Path,
+    print_table: Callable[[dict[str, Any]], None],
+    draw: Callable[[dict[str, Any], Path], Path],
+    chart_path: Path,
+    console: Console,
+) -> int:
+    """Write the results as JSON, print their table, and draw their chart when matplotlib
+    is installed (``draw`` raises ImportError when it is not)."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    print_table(results)
+    try:
+        chart = draw(results, chart_path)
+        console.print(f"results: {json_path}\nchart:   {chart}")
+    except ImportError:
+        console.print(f"results: {json_path}  (no chart: pip install -e '.[bench]' for matplotlib)")
+    return 0

@@ -47,12 +47,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from rich.console import Console
 
 from bench import data, inproc, reference
 from bench.ingest import Fairness, ingest_json, ingest_ndjson
-from bench.report import print_table, targets
+from bench.report import bench_parser, ops_argument, print_table, targets, write_results
 from bench.stack import BenchStack, cpu_share
 from worker.store import keys
 
@@ -375,14 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         from bench import matrix
 
         return matrix.main([a for a in argv if a != "--matrix"])
-    parser = argparse.ArgumentParser(
-        prog="python -m bench",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = bench_parser(
+        "python -m bench",
+        __doc__,
+        quick="100,000 ops, no 5M (< 1 minute)",
+        ops="ops per ingest (default 1M)",
+        out=DEFAULT_OUT,
     )
-    parser.add_argument("--quick", action="store_true", help="100,000 ops, no 5M (< 1 minute)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where results go")
-    parser.add_argument("--ops", type=int, default=None, help="ops per ingest (default 1M)")
     parser.add_argument("--skip-5m", action="store_true", help="leave out the 5M growth point")
     parser.add_argument("--profile", action="store_true", help="py-spy the API and worker")
     parser.add_argument("--keep", action="store_true", help="keep the stack's temp directory")
@@ -398,19 +396,14 @@ def main(argv: list[str] | None = None) -> int:
         help="run Celery's broker on a second Valkey (the product's default shares the store's)",
     )
     args = parser.parse_args(argv)
-    if args.ops is None:
-        args.ops = 100_000 if args.quick else 1_000_000
-    if args.ops % data.PER_REQUEST:
-        parser.error(f"--ops must be a multiple of {data.PER_REQUEST:,}")
+    ops_argument(parser, args, quick=100_000, full=1_000_000)
     results = run(args)
-    path = args.out / "results.json"
-    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    print_table(results)
-    try:
-        from bench.chart import draw
+    return write_results(
+        results, args.out / "results.json", print_table, _draw, args.out / "bench.png", console
+    )
 
-        chart = draw(results, args.out / "bench.png")
-        console.print(f"results: {path}\nchart:   {chart}")
-    except ImportError:
-        console.print(f"results: {path}  (no chart: pip install -e '.[bench]' for matplotlib)")
-    return 0
+
+def _draw(results: dict[str, Any], path: Path) -> Path:
+    from bench.chart import draw  # matplotlib: the [bench] extra
+
+    return draw(results, path)

@@ -29,7 +29,7 @@ from producer.errors import (
 )
 from producer.identifiers import EXTERNAL, IdType
 from producer.metrics import OPS_ACCEPTED
-from producer.ndjson import encode_block, lines_of
+from producer.ndjson import blocks_of, encode_block
 from producer.source_time import ACCEPTED, Ordering, erasure_ts
 from producer.validation import MAX_OPS_PER_REQUEST, MEMBERS_BODY, Problem, problems_from
 from worker.broker import queue_for
@@ -244,17 +244,14 @@ class Producer:
         upload = _Upload(
             new_token(), stage=not validate_only, id_type=id_type, ordering=ordering
         )
-        block: list[bytes] = []
+        settings = self.settings
         try:
-            async for line in lines_of(chunks, self.settings.max_ndjson_line_bytes):
-                block.append(line)
-                if len(block) == self.settings.batch_size:
-                    await to_thread.run_sync(self._take_block, audience_id, upload, block)
-                    block = []
-                    if len(upload.problems) >= MAX_PROBLEMS:
-                        break
-            if block:
+            async for block in blocks_of(
+                chunks, settings.max_ndjson_line_bytes, settings.batch_size
+            ):
                 await to_thread.run_sync(self._take_block, audience_id, upload, block)
+                if len(upload.problems) >= MAX_PROBLEMS:
+                    break
             if upload.received == 0:
                 upload.problems.append(
                     Problem("line 1", "empty_upload", "The upload holds no op; send at least one.")

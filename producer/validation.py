@@ -13,6 +13,7 @@ gives the exact problems of invalid input.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NotRequired
@@ -40,6 +41,8 @@ MAX_OPS_PER_REQUEST = 10_000
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 NAME = r"[a-z0-9_]{1,30}"
 ATTRIBUTE_NAME = rf"^(?:{NAME}|date\({NAME}\)|url\({NAME}\))$"
+# How normalise_date writes a whole-second UTC date-time.
+_UTC_SECONDS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 MemberId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pattern=NO_CONTROL)]
 AttributeName = Annotated[str, StringConstraints(pattern=ATTRIBUTE_NAME)]
@@ -236,6 +239,8 @@ def normalise_date(value: Any) -> str:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
+    elif _UTC_SECONDS.fullmatch(value):
+        return value  # a valid date-time already as stored (formatting it again took 2/3)
     try:
         return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
     except OverflowError:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterable
 import pytest
 
 from producer.errors import PayloadTooLarge
-from producer.ndjson import encode_block, lines_of, validate_block
+from producer.ndjson import blocks_of, encode_block, lines_of, validate_block
 
 MAX_LINE = 16
 
@@ -130,6 +130,36 @@ def test_too_long_line_raises_before_the_rest_is_read() -> None:
     with pytest.raises(PayloadTooLarge):
         asyncio.run(collect())
     assert pulled == [1]
+
+
+@pytest.mark.parametrize(("body", "expected"), BODIES)
+@pytest.mark.parametrize("size", [1, 2, 3, 10_000])
+def test_blocks_hold_the_same_lines_in_lists_of_size(
+    body: bytes, expected: list[bytes], size: int
+) -> None:
+    async def collect(chunks: list[bytes]) -> list[list[bytes]]:
+        return [block async for block in blocks_of(_stream(chunks), MAX_LINE, size)]
+
+    for cut in range(len(body) + 1):
+        blocks = asyncio.run(collect([body[:cut], body[cut:]]))
+        assert [line for block in blocks for line in block] == expected
+        assert all(len(block) == size for block in blocks[:-1])
+        assert all(1 <= len(block) <= size for block in blocks)
+
+
+def test_blocks_before_a_too_long_line_are_taken_then_it_raises() -> None:
+    taken: list[list[bytes]] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"a\nb\nc\n" + b"x" * (MAX_LINE + 1) + b"\nnever\n"
+
+    async def collect() -> None:
+        async for block in blocks_of(chunks(), MAX_LINE, 2):
+            taken.append(block)
+
+    with pytest.raises(PayloadTooLarge):
+        asyncio.run(collect())
+    assert taken == [[b"a", b"b"]]
 
 
 # --- validate_block ---------------------------------------------------------------------

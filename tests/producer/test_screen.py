@@ -8,6 +8,7 @@ hypothesis test: AUDIENCES_SCREEN_EXAMPLES.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from datetime import UTC, datetime, timedelta, timezone
@@ -415,3 +416,17 @@ def test_other_escapes_are_screened(escaped: bytes) -> None:
     b = b'{"ids":[{"action":"add","id":"a' + escaped + b'b"}]}'
     assert screen_body(b) is not None
     check_body(b)
+
+
+@pytest.mark.parametrize("body", [b'{"ids": [{"action": "add", "id": "a"}]}', b"{"])
+def test_the_screen_leaves_the_garbage_collector_as_it_found_it(body: bytes) -> None:
+    assert gc.isenabled()
+    screen_body(body)
+    screen_lines([body])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        screen_body(body)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

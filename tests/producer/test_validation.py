@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from producer.batching import Encoded, encode_body, encode_ops
-from producer.validation import MAX_OPS_PER_REQUEST, MEMBERS_BODY, problems_from
+from producer.validation import MAX_OPS_PER_REQUEST, MEMBERS_BODY, normalise_date, problems_from
 
 Outcome = tuple[list[bytes], list[tuple[str, str]]]
 
@@ -279,6 +282,27 @@ def test_date_with_fraction_keeps_its_instant_in_utc() -> None:
     value = stored_attrs({"date(seen)": "2023-08-12T22:30:05.123+05:30"})["date(seen)"]
     assert value.endswith("Z")
     assert value.startswith("2023-08-12T17:00:05.123")
+
+
+@given(
+    st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5)), None])),
+    st.sampled_from(["T", " "]),
+    st.sampled_from(["seconds", "milliseconds", "microseconds"]),
+)
+def test_stored_dates_are_the_utc_instant_however_written(
+    instant: datetime, sep: str, timespec: str
+) -> None:
+    """Stored as ``astimezone(UTC).isoformat()`` with Z, whether or not the value was
+    already written so (that form is returned as it is, without formatting it again)."""
+    written = instant.isoformat(sep, timespec).replace("+00:00", "Z")
+    aware = instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+    try:
+        expected = datetime.fromisoformat(written).replace(tzinfo=aware.tzinfo).astimezone(UTC)
+    except OverflowError:
+        return
+    stored = expected.isoformat().replace("+00:00", "Z")
+    assert normalise_date(written) == stored
+    assert normalise_date(stored) == stored
 
 
 @pytest.mark.parametrize(
