@@ -13,6 +13,7 @@ gives the exact problems of invalid input.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NotRequired
@@ -40,6 +41,9 @@ MAX_OPS_PER_REQUEST = 10_000
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 NAME = r"[a-z0-9_]{1,30}"
 ATTRIBUTE_NAME = rf"^(?:{NAME}|date\({NAME}\)|url\({NAME}\))$"
+# A url(...) value: an http(s) scheme, any case, and a host part (urlsplit's netloc).
+URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[^/?#]"
+_URL = re.compile(URL_PATTERN)
 
 MemberId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pattern=NO_CONTROL)]
 AttributeName = Annotated[str, StringConstraints(pattern=ATTRIBUTE_NAME)]
@@ -198,7 +202,7 @@ def check_url(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("a url(...) attribute takes a string")
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if not _URL.match(value) or parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("a url(...) attribute takes an absolute http(s) URL")
     return value
 

@@ -17,6 +17,11 @@ TASK_COUNT_SIZE = "audiences.count_size"
 QUEUE_SMALL = "small"
 QUEUE_BULK = "bulk"
 QUEUES = (QUEUE_SMALL, QUEUE_BULK)
+# Random ids the service makes, as hex: tokens (128 bits) and audience ids (96 bits).
+TOKEN_BYTES = 16
+AUDIENCE_ID_BYTES = 12
+TOKEN_PATTERN = rf"^[0-9a-f]{{{2 * TOKEN_BYTES}}}$"
+AUDIENCE_ID_PATTERN = rf"^[0-9a-f]{{{2 * AUDIENCE_ID_BYTES}}}$"
 
 
 class TokenState(StrEnum):

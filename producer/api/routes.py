@@ -36,6 +36,8 @@ router = APIRouter()
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
+# Generated clients send a binary stream as application/octet-stream: read it as NDJSON.
+UPLOAD_MEDIA = (NDJSON, "application/octet-stream")
 MIN_POLL_WAIT, MAX_POLL_WAIT = 1, 30
 IfMatch = Annotated[str | None, Header()]
 CallbackUrl = Annotated[
@@ -57,11 +59,11 @@ async def _call_store(fn: Any, *args: Any) -> Any:
     return await to_thread.run_sync(functools.partial(fn, *args))
 
 
-def _require_media(request: Request, media: str) -> None:
+def _require_media(request: Request, *media: str) -> None:
     given = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if given != media:
+    if given not in media:
         raise UnsupportedMediaType(
-            f"Send this body with Content-Type: {media} (got {given or 'none'!r})."
+            f"Send this body with Content-Type: {' or '.join(media)} (got {given or 'none'!r})."
         )
 
 
@@ -128,6 +130,8 @@ async def _audience_response(
 
 @router.post(
     "/v1/audiences",
+    operation_id="createAudience",
+    tags=["audiences"],
     status_code=201,
     responses={201: {"model": S.Audience}} | S.error_responses(400, 403, 409, 413, 415, 422),
 )
@@ -149,7 +153,9 @@ async def create_audience(request: Request, key: Writer) -> Json:
 
 @router.get(
     "/v1/audiences",
-    responses={200: {"model": S.AudiencePage}} | S.error_responses(400, 403, 422),
+    operation_id="listAudiences",
+    tags=["audiences"],
+    responses={200: {"model": S.AudiencePage}} | S.error_responses(400, 403),
 )
 async def list_audiences(
     request: Request,
@@ -166,7 +172,9 @@ async def list_audiences(
 
 @router.get(
     "/v1/audiences/{audience_id}",
-    responses={200: {"model": S.Audience}} | S.error_responses(403, 404, 405, 422),
+    operation_id="getAudience",
+    tags=["audiences"],
+    responses={200: {"model": S.Audience}} | S.error_responses(403, 404, 405),
 )
 async def get_audience(request: Request, audience_id: str, key: Reader) -> Json:
     return await _audience_response(request, key.account, audience_id)
@@ -174,8 +182,10 @@ async def get_audience(request: Request, audience_id: str, key: Reader) -> Json:
 
 @router.patch(
     "/v1/audiences/{audience_id}",
+    operation_id="updateAudience",
+    tags=["audiences"],
     responses={200: {"model": S.Audience}}
-    | S.error_responses(400, 403, 404, 405, 409, 412, 413, 415, 422),
+    | S.error_responses(400, 403, 404, 405, 409, 412, 413, 415),
 )
 async def patch_audience(
     request: Request, audience_id: str, key: Writer, if_match: IfMatch = None
@@ -199,8 +209,10 @@ async def patch_audience(
 
 @router.delete(
     "/v1/audiences/{audience_id}",
+    operation_id="deleteAudience",
+    tags=["audiences"],
     status_code=204,
-    responses=S.error_responses(403, 404, 405, 409, 412, 422),
+    responses=S.error_responses(403, 404, 405, 409, 412),
 )
 async def delete_audience(
     request: Request, audience_id: str, key: Writer, if_match: IfMatch = None
@@ -211,6 +223,8 @@ async def delete_audience(
 
 @router.post(
     "/v1/audiences/{audience_id}/size",
+    operation_id="countAudienceSize",
+    tags=["audiences"],
     status_code=202,
     responses={202: {"model": S.Accepted}}
     | S.error_responses(400, 403, 404, 405, 409, 413, 415, 422),
@@ -233,6 +247,8 @@ async def count_size(request: Request, audience_id: str, key: Writer) -> Json:
 
 @router.post(
     "/v1/audiences/{audience_id}/members",
+    operation_id="updateMembers",
+    tags=["members"],
     status_code=202,
     responses={202: {"model": S.Accepted}, 200: {"model": S.DryRunResult}}
     | S.error_responses(400, 403, 404, 405, 409, 413, 415, 422),
@@ -261,6 +277,8 @@ async def update_members(
 
 @router.post(
     "/v1/audiences/{audience_id}/uploads",
+    operation_id="uploadMembers",
+    tags=["members"],
     status_code=202,
     responses={202: {"model": S.Accepted}, 200: {"model": S.DryRunResult}}
     | S.error_responses(400, 403, 404, 405, 409, 413, 415, 422),
@@ -283,7 +301,7 @@ async def upload_members(
         ),
     ] = None,
 ) -> Json:
-    _require_media(request, NDJSON)
+    _require_media(request, *UPLOAD_MEDIA)
     outcome = await _producer(request).submit_upload(
         key.account,
         audience_id,
@@ -298,7 +316,9 @@ async def upload_members(
 
 @router.get(
     "/v1/indexing/{token}",
-    responses={200: {"model": S.IndexingStatus}} | S.error_responses(403, 404, 422),
+    operation_id="getIndexingToken",
+    tags=["indexing"],
+    responses={200: {"model": S.IndexingStatus}} | S.error_responses(403, 404),
 )
 async def indexing_status(request: Request, token: str, key: Reader) -> Json:
     status = await to_thread.run_sync(_store(request).get_token, key.account, token)
@@ -309,7 +329,9 @@ async def indexing_status(request: Request, token: str, key: Reader) -> Json:
 
 @router.get(
     "/v1/audiences/{audience_id}/members",
-    responses={200: {"model": S.MemberPage}} | S.error_responses(400, 403, 404, 422),
+    operation_id="listMembers",
+    tags=["members"],
+    responses={200: {"model": S.MemberPage}} | S.error_responses(400, 403, 404),
 )
 async def list_members(
     request: Request,
@@ -334,7 +356,9 @@ async def list_members(
 
 @router.get(
     "/v1/audiences/{audience_id}/members/{member_id:path}",
-    responses={200: {"model": S.Member}} | S.error_responses(403, 404, 422),
+    operation_id="getMember",
+    tags=["members"],
+    responses={200: {"model": S.Member}} | S.error_responses(403, 404),
 )
 async def get_member(request: Request, audience_id: str, member_id: str, key: Reader) -> Json:
     store = _store(request)
@@ -361,9 +385,11 @@ async def get_member(request: Request, audience_id: str, member_id: str, key: Re
 
 @router.delete(
     "/v1/members/{member_id:path}",
+    operation_id="eraseMember",
+    tags=["privacy"],
     status_code=202,
     # 404: an id with a line break matches no route (path parameters stop at one).
-    responses={202: {"model": S.Accepted}} | S.error_responses(400, 403, 404, 422),
+    responses={202: {"model": S.Accepted}} | S.error_responses(400, 403, 404),
 )
 async def erase_member(request: Request, member_id: str, key: Writer) -> Json:
     """Erasure: remove this id from every audience of the account (an opt-out everywhere)."""
@@ -378,12 +404,17 @@ async def erase_member(request: Request, member_id: str, key: Writer) -> Json:
 # --- health --------------------------------------------------------------------------------
 
 
-@router.get("/healthz")
+@router.get("/healthz", operation_id="getHealth", tags=["operations"])
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: S.error_response(503)})
+@router.get(
+    "/readyz",
+    operation_id="getReadiness",
+    tags=["operations"],
+    responses={503: S.error_response(503)},
+)
 async def readyz(request: Request) -> dict[str, str]:
     def check() -> None:
         _store(request).ping()
