@@ -32,6 +32,8 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 from typing_extensions import TypedDict
 
+from worker.contract import HTTP_URL_PATTERN
+
 MAX_ATTRIBUTES = 15
 MAX_STRING = 300
 MAX_URL = 2048
@@ -41,9 +43,7 @@ MAX_OPS_PER_REQUEST = 10_000
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 NAME = r"[a-z0-9_]{1,30}"
 ATTRIBUTE_NAME = rf"^(?:{NAME}|date\({NAME}\)|url\({NAME}\))$"
-# A url(...) value: an http(s) scheme, any case, and a host part (urlsplit's netloc).
-URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[^/?#]"
-_URL = re.compile(URL_PATTERN)
+_URL = re.compile(HTTP_URL_PATTERN)
 
 MemberId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pattern=NO_CONTROL)]
 AttributeName = Annotated[str, StringConstraints(pattern=ATTRIBUTE_NAME)]

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from producer.api.filter_schema import Filter
 from producer.audience_input import MAX_DESCRIPTION, MAX_NAME, NAME_PATTERN
 from producer.errors import catalogue
-from producer.identifiers import IdTypeName
+from producer.identifiers import REGION_PATTERN, IdTypeName
 from worker.contract import TOKEN_PATTERN, TokenState
 from worker.webhook_signing import EVENT_TYPE, event_id
 
@@ -118,7 +118,18 @@ class AudiencePage(BaseModel):
 class AudienceCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"name": "newsletter", "description": "weekly"}]},
+        json_schema_extra={
+            "examples": [{"name": "newsletter", "description": "weekly"}],
+            # A default_region other than null only with id_type phone.
+            "dependentSchemas": {
+                "default_region": {
+                    "anyOf": [
+                        {"properties": {"default_region": {"type": "null"}}},
+                        {"required": ["id_type"], "properties": {"id_type": {"const": "phone"}}},
+                    ]
+                }
+            },
+        },
     )
 
     name: str = Field(min_length=1, max_length=MAX_NAME, pattern=NAME_PATTERN)
@@ -127,7 +138,7 @@ class AudienceCreate(BaseModel):
     filter: Filter = None
     id_type: IdTypeName = Field("external", description=ID_TYPE_DESCRIPTION)
     default_region: str | None = Field(
-        None, pattern=r"^[A-Za-z]{2}$", description=DEFAULT_REGION_DESCRIPTION
+        None, pattern=REGION_PATTERN, description=DEFAULT_REGION_DESCRIPTION
     )
 
 

@@ -29,9 +29,8 @@ from producer.validation import (
     MEMBERS_BODY,
     NAME,
     NO_CONTROL,
-    URL_PATTERN,
 )
-from worker.contract import AUDIENCE_ID_PATTERN, TOKEN_PATTERN
+from worker.contract import AUDIENCE_ID_PATTERN, HTTP_URL_PATTERN, TOKEN_PATTERN
 from worker.webhook_signing import EVENT_TYPE
 
 REF = "#/components/schemas/{model}"
@@ -79,7 +78,7 @@ def _attributes() -> dict[str, Any]:
     url = {
         "type": "string",
         "maxLength": MAX_URL,
-        "pattern": URL_PATTERN,
+        "pattern": HTTP_URL_PATTERN,
         "allOf": [{"pattern": NO_CONTROL}],
     }
     return {
@@ -106,6 +105,10 @@ PATH_PARAMETERS = {
     "token": {"type": "string", "pattern": TOKEN_PATTERN},
     "member_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID, "pattern": NO_CONTROL},
 }
+CALLBACK_HOSTS = (
+    " An absolute http(s) URL whose host the operator allowed (AUDIENCES_WEBHOOK_ALLOWED_HOSTS; "
+    "any other is 400 `invalid_callback_url`). See `webhooks` for the call."
+)
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -346,6 +349,15 @@ def _finish_operation(operation: dict[str, Any], method: str, components: dict[s
     for parameter in parameters:
         if parameter["in"] == "path":
             parameter["schema"] = PATH_PARAMETERS[parameter["name"]]
+        if parameter["name"] == "callback_url":
+            parameter["schema"]["anyOf"][0]["pattern"] = HTTP_URL_PATTERN
+            parameter["description"] += CALLBACK_HOSTS
+        # An optional parameter is left out, never sent as "null": drop pydantic's null.
+        branches = parameter["schema"].get("anyOf", [])
+        if {"type": "null"} in branches and len(branches) == 2:
+            [schema] = [b for b in branches if b != {"type": "null"}]
+            parameter["schema"] = {k: v for k, v in parameter["schema"].items() if k != "anyOf"}
+            parameter["schema"].update(schema)
     if method == "post":
         parameters.append(IDEMPOTENCY_KEY)
     else:
