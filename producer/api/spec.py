@@ -21,6 +21,7 @@ from producer.api.headers import REQUEST_ID_PATTERN
 from producer.api.idempotency import KEY_PATTERN, RETENTION_SECONDS
 from producer.errors import Unauthorized
 from producer.validation import (
+    ATTRIBUTE_NAME,
     MAX_ARRAY,
     MAX_ATTRIBUTES,
     MAX_ID,
@@ -88,12 +89,14 @@ def _attributes() -> dict[str, Any]:
         "ISO-8601 date-time (stored in UTC), `url(name)` an absolute http(s) URL; an empty "
         "typed value is stored as absent. Each plain name once (`x` or `date(x)`).",
         "maxProperties": MAX_ATTRIBUTES,
+        "propertyNames": {"pattern": ATTRIBUTE_NAME},
+        # Typed names by pattern, plain names as additionalProperties: generators that
+        # know no patternProperties still keep the attributes (as a map of plain values).
         "patternProperties": {
-            f"^{NAME}$": plain,
             rf"^date\({NAME}\)$": {"anyOf": [empty, {"type": "string", "format": "date-time"}]},
             rf"^url\({NAME}\)$": {"anyOf": [empty, url]},
         },
-        "additionalProperties": False,
+        "additionalProperties": plain,
     }
 
 
