@@ -19,6 +19,7 @@ from producer.api import schemas as S
 from producer.api.auth import RATE_LIMIT_PATTERNS
 from producer.api.headers import REQUEST_ID_PATTERN
 from producer.api.idempotency import KEY_PATTERN, RETENTION_SECONDS
+from producer.api.routes import UPLOAD_MEDIA
 from producer.errors import Unauthorized
 from producer.validation import (
     ATTRIBUTE_NAME,
@@ -35,7 +36,6 @@ from worker.contract import AUDIENCE_ID_PATTERN, HTTP_URL_PATTERN, TOKEN_PATTERN
 from worker.webhook_signing import EVENT_TYPE
 
 REF = "#/components/schemas/{model}"
-NDJSON_MEDIA = ("application/x-ndjson", "application/octet-stream")
 
 TAGS = [
     {"name": "audiences", "description": "Create, read, change, count and delete audiences."},
@@ -328,8 +328,8 @@ def _request_body(op_id: str, components: dict[str, Any]) -> dict[str, Any] | No
             "description": "One op per line (`MembersBody.ids` items), UTF-8, any size, "
             "streamed; a line is at most 1 MiB.",
         }
-        content = {media: {"schema": stream} for media in NDJSON_MEDIA}
-        content[NDJSON_MEDIA[0]]["example"] = NDJSON_EXAMPLE
+        content = {media: {"schema": stream} for media in UPLOAD_MEDIA}
+        content[UPLOAD_MEDIA[0]]["example"] = NDJSON_EXAMPLE
         return {"required": True, "content": content}
     if op_id not in JSON_BODIES:
         return None
