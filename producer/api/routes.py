@@ -39,6 +39,7 @@ NDJSON = "application/x-ndjson"
 # Generated clients send a binary stream as application/octet-stream: read it as NDJSON.
 UPLOAD_MEDIA = (NDJSON, "application/octet-stream")
 MIN_POLL_WAIT, MAX_POLL_WAIT = 1, 30
+MAX_SCAN_CURSOR = 2**64 - 1  # HSCAN cursors are 64-bit
 IfMatch = Annotated[str | None, Header()]
 CallbackUrl = Annotated[
     str | None,
@@ -340,7 +341,7 @@ async def list_members(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}:[0-9]{1,6}$")] = None,
 ) -> Json:
-    if cursor and int(cursor.partition(":")[0]) >= 2**64:  # HSCAN cursors are 64-bit
+    if cursor and int(cursor.partition(":")[0]) > MAX_SCAN_CURSOR:
         message = "cursor is not one this endpoint returned; start again without it."
         raise InvalidRequest(message, [Problem("query.cursor", "validation_error", message)])
     store = _store(request)

@@ -19,7 +19,7 @@ from producer.api import schemas as S
 from producer.api.auth import RATE_LIMIT_PATTERNS
 from producer.api.headers import REQUEST_ID_PATTERN
 from producer.api.idempotency import KEY_PATTERN, RETENTION_SECONDS
-from producer.api.routes import UPLOAD_MEDIA
+from producer.api.routes import MAX_SCAN_CURSOR, UPLOAD_MEDIA
 from producer.errors import Unauthorized
 from producer.validation import (
     ATTRIBUTE_NAME,
@@ -107,6 +107,26 @@ PATH_PARAMETERS = {
     "audience_id": {"type": "string", "pattern": AUDIENCE_ID_PATTERN},
     "token": {"type": "string", "pattern": TOKEN_PATTERN},
     "member_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID, "pattern": NO_CONTROL},
+}
+
+
+def at_most(limit: int) -> str:
+    """A regular expression for the decimal digit strings whose value is at most ``limit``
+    (leading zeros included, as ``int()`` reads them), no longer than ``limit`` is."""
+    digits = str(limit)
+    shorter = [f"[0-9]{{1,{len(digits) - 1}}}"] if len(digits) > 1 else []
+    same_length = [
+        f"{digits[:i]}[0-{int(d) - 1}][0-9]{{{len(digits) - i - 1}}}"
+        for i, d in enumerate(digits)
+        if d != "0"
+    ]
+    return "(?:" + "|".join([*shorter, *same_length, digits]) + ")"
+
+
+QUERY_PATTERNS = {
+    ("listMembers", "cursor"): rf"^{at_most(MAX_SCAN_CURSOR)}:[0-9]{{1,6}}$",
+    ("uploadMembers", "callback_url"): HTTP_URL_PATTERN,
+    ("updateMembers", "callback_url"): HTTP_URL_PATTERN,
 }
 CALLBACK_HOSTS = (
     " An absolute http(s) URL whose host the operator allowed (AUDIENCES_WEBHOOK_ALLOWED_HOSTS; "
@@ -222,19 +242,19 @@ def _response_headers(operation: dict[str, Any], method: str, status: str) -> di
 
 # --- links ------------------------------------------------------------------------------
 
+_BY_AUDIENCE = {"audience_id": "$response.body#/id"}
+_GUARDED = {**_BY_AUDIENCE, "if-match": "$response.header.ETag"}
 _AUDIENCE_LINKS = {
-    "GetAudience": {
-        "operationId": "getAudience",
-        "parameters": {"audience_id": "$response.body#/id"},
-    },
-    "UpdateAudience": {
-        "operationId": "updateAudience",
-        "parameters": {"audience_id": "$response.body#/id", "if-match": "$response.header.ETag"},
-    },
-    "DeleteAudience": {
-        "operationId": "deleteAudience",
-        "parameters": {"audience_id": "$response.body#/id", "if-match": "$response.header.ETag"},
-    },
+    name[0].upper() + name[1:]: {"operationId": name, "parameters": parameters}
+    for name, parameters in (
+        ("getAudience", _BY_AUDIENCE),
+        ("updateAudience", _GUARDED),
+        ("deleteAudience", _GUARDED),
+        ("countAudienceSize", _BY_AUDIENCE),
+        ("updateMembers", _BY_AUDIENCE),
+        ("uploadMembers", _BY_AUDIENCE),
+        ("listMembers", _BY_AUDIENCE),
+    )
 }
 _TOKEN_LINK = {
     "GetIndexingToken": {
@@ -242,23 +262,15 @@ _TOKEN_LINK = {
         "parameters": {"token": "$response.body#/indexing_token"},
     }
 }
-# operationId, status -> where the identifiers the answer returns can be used next.
+# operationId, status -> where the identifiers the answer returns can be used next. A 202's
+# members are not there yet (its token says when they are), so it links to the token only.
 LINKS: dict[tuple[str, str], dict[str, Any]] = {
     ("createAudience", "201"): _AUDIENCE_LINKS,
     ("getAudience", "200"): _AUDIENCE_LINKS,
-    ("updateMembers", "202"): {
-        **_TOKEN_LINK,
-        "GetMember": {
-            "operationId": "getMember",
-            "parameters": {
-                "audience_id": "$request.path.audience_id",
-                "member_id": "$request.body#/ids/0/id",
-            },
-        },
+    **{
+        (op_id, "202"): _TOKEN_LINK
+        for op_id in ("updateMembers", "uploadMembers", "countAudienceSize", "eraseMember")
     },
-    ("countAudienceSize", "202"): _TOKEN_LINK,
-    ("uploadMembers", "202"): _TOKEN_LINK,
-    ("eraseMember", "202"): _TOKEN_LINK,
 }
 
 
@@ -352,8 +364,9 @@ def _finish_operation(operation: dict[str, Any], method: str, components: dict[s
     for parameter in parameters:
         if parameter["in"] == "path":
             parameter["schema"] = PATH_PARAMETERS[parameter["name"]]
+        if (op_id, parameter["name"]) in QUERY_PATTERNS:
+            parameter["schema"]["anyOf"][0]["pattern"] = QUERY_PATTERNS[op_id, parameter["name"]]
         if parameter["name"] == "callback_url":
-            parameter["schema"]["anyOf"][0]["pattern"] = HTTP_URL_PATTERN
             parameter["description"] += CALLBACK_HOSTS
         # An optional parameter is left out, never sent as "null": drop pydantic's null.
         branches = parameter["schema"].get("anyOf", [])
