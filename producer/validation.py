@@ -201,8 +201,10 @@ def normalise_date(value: Any) -> str:
 def check_url(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("a url(...) attribute takes a string")
+    if not _URL.match(value):
+        raise ValueError("a url(...) attribute takes an absolute http(s) URL")
     parts = urlsplit(value)
-    if not _URL.match(value) or parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("a url(...) attribute takes an absolute http(s) URL")
     return value
 

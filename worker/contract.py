@@ -23,8 +23,9 @@ AUDIENCE_ID_BYTES = 12
 TOKEN_PATTERN = rf"^[0-9a-f]{{{2 * TOKEN_BYTES}}}$"
 AUDIENCE_ID_PATTERN = rf"^[0-9a-f]{{{2 * AUDIENCE_ID_BYTES}}}$"
 # How an absolute http(s) URL starts: a scheme in any case and a host part (urlsplit's
-# netloc). url(...) attributes and callback URLs are held to it (and to urlsplit).
-HTTP_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[^/?#]"
+# netloc) without brackets (urlsplit refuses unbalanced ones; IPv6 literals are not
+# taken). url(...) attributes and callback URLs are held to it (and to urlsplit).
+HTTP_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[^/?#\[\]]+(?:[/?#]|$)"
 
 
 class TokenState(StrEnum):
