@@ -347,8 +347,8 @@ def _request_body(op_id: str, components: dict[str, Any]) -> dict[str, Any] | No
         return None
     name, model, required = JSON_BODIES[op_id]
     components[name] = _json_schema(model, components)
-    if "AddOp" in components:
-        components["AddOp"]["properties"]["attributes"] = _attributes()
+    for op in [name for name in components if name.endswith("AddOp")]:  # AddOp, TimedAddOp
+        components[op]["properties"]["attributes"] = _attributes()
     media: dict[str, Any] = {"schema": _ref(name)}
     if op_id in EXAMPLES:
         media["example"] = EXAMPLES[op_id]
