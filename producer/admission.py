@@ -15,6 +15,13 @@ from producer.errors import Forbidden, RateLimited, StoreFull
 from worker.settings import Settings
 from worker.store import SCOPE_WRITE, ApiKey, Store
 
+_BUDGET = r'"[a-z]+"'
+# The shapes of the two IETF fields rate_limit_fields writes (for the OpenAPI document).
+RATE_LIMIT_PATTERNS = {
+    "RateLimit-Policy": rf"^{_BUDGET};q=[0-9]+;w=1$",
+    "RateLimit": rf"^{_BUDGET};r=[0-9]+;t=[0-9]+$",
+}
+
 
 def rate_limit_fields(budget: str, rate: int, left: int, reset: int) -> dict[str, str]:
     """The IETF draft's RateLimit-Policy and RateLimit fields, and the old draft's names

@@ -133,9 +133,16 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 def cmd_webhook_secret(args: argparse.Namespace) -> int:
     from worker.store import Store
+    from worker.store.outbox import ROTATION_OVERLAP_SECONDS
 
     secret = Store.from_settings(get_settings()).webhook_secret(args.account, create=True)
-    console.print(f"New signing secret for account {args.account} (replaces any earlier one):")
+    hours = ROTATION_OVERLAP_SECONDS // 3600
+    console.print(
+        f"New signing secret for account {args.account}. It signs every call from now on; "
+        f"the secret it replaces (if any) stays valid and signs too for {hours} h, so "
+        f"receivers can switch within that time (during it each call carries both "
+        f"signatures):"
+    )
     print(secret, flush=True)
     return 0
 
@@ -250,7 +257,11 @@ def parser() -> argparse.ArgumentParser:
     hooks = sub.add_parser("webhooks", help="completion webhooks").add_subparsers(
         dest="webhooks", required=True
     )
-    s = hooks.add_parser("secret", help="make and print an account's signing secret")
+    s = hooks.add_parser(
+        "secret",
+        help="make (or rotate) and print an account's signing secret; a replaced one stays "
+        "valid for an overlap, so two secrets sign meanwhile",
+    )
     s.add_argument("--account", required=True)
     s.set_defaults(func=cmd_webhook_secret)
 

@@ -101,6 +101,14 @@ def normalise_sha256(raw: str) -> str:
     return raw.lower()
 
 
+# is_region as a pattern, any case (default_region is compared uppercase).
+REGION_PATTERN = "^(?:{})$".format(
+    "|".join(
+        "".join(f"[{c.lower()}{c}]" for c in r) for r in sorted(phonenumbers.SUPPORTED_REGIONS)
+    )
+)
+
+
 def is_region(value: object) -> bool:
     """An ISO 3166 alpha-2 region phonenumbers has numbering metadata for."""
     return isinstance(value, str) and value in phonenumbers.SUPPORTED_REGIONS

@@ -33,7 +33,7 @@ from producer.ndjson import blocks_of, encode_block
 from producer.source_time import ACCEPTED, Ordering, erasure_ts
 from producer.validation import MAX_OPS_PER_REQUEST, MEMBERS_BODY, Problem, problems_from
 from worker.broker import queue_for
-from worker.contract import QUEUE_BULK, ApplyBatch, CountStep
+from worker.contract import QUEUE_BULK, TOKEN_BYTES, ApplyBatch, CountStep
 from worker.logs import trace_id_var
 from worker.publish import EnqueueFailed, Publisher
 from worker.settings import Settings
@@ -45,7 +45,7 @@ MAX_PROBLEMS = 100
 
 def new_token() -> str:
     """32 hex characters, 128 random bits: unguessable."""
-    return secrets.token_hex(16)
+    return secrets.token_hex(TOKEN_BYTES)
 
 
 @dataclass(frozen=True, slots=True)

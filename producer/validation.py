@@ -32,6 +32,8 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 from typing_extensions import TypedDict
 
+from worker.contract import HTTP_URL_PATTERN
+
 MAX_ATTRIBUTES = 15
 MAX_STRING = 300
 MAX_URL = 2048
@@ -43,6 +45,7 @@ NAME = r"[a-z0-9_]{1,30}"
 ATTRIBUTE_NAME = rf"^(?:{NAME}|date\({NAME}\)|url\({NAME}\))$"
 # How normalise_date writes a whole-second UTC date-time.
 _UTC_SECONDS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+_URL = re.compile(HTTP_URL_PATTERN)
 
 MemberId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pattern=NO_CONTROL)]
 AttributeName = Annotated[str, StringConstraints(pattern=ATTRIBUTE_NAME)]
@@ -107,7 +110,8 @@ Timestamp = Annotated[
 
 
 class TimedAddOp(TypedDict):
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    # Documented under the plain name: it is the one op shape of the API.
+    __pydantic_config__ = ConfigDict(extra="forbid", title="AddOp")  # type: ignore[misc]
     action: Literal["add"]
     id: MemberId
     attributes: NotRequired[Attributes]
@@ -115,7 +119,8 @@ class TimedAddOp(TypedDict):
 
 
 class TimedRemoveOp(TypedDict):
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    # Documented under the plain name: it is the one op shape of the API.
+    __pydantic_config__ = ConfigDict(extra="forbid", title="RemoveOp")  # type: ignore[misc]
     action: Literal["remove"]
     id: MemberId
     ts: NotRequired[Timestamp]
@@ -126,7 +131,8 @@ TIMED_OPS = TypeAdapter(list[TimedOp])
 
 
 class TimedMembersBody(TypedDict):
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    # Documented under the plain name: it is the one op shape of the API.
+    __pydantic_config__ = ConfigDict(extra="forbid", title="MembersBody")  # type: ignore[misc]
     ids: Annotated[list[TimedOp], Field(min_length=1, max_length=MAX_OPS_PER_REQUEST)]
 
 
@@ -250,6 +256,8 @@ def normalise_date(value: Any) -> str:
 def check_url(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("a url(...) attribute takes a string")
+    if not _URL.match(value):
+        raise ValueError("a url(...) attribute takes an absolute http(s) URL")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("a url(...) attribute takes an absolute http(s) URL")

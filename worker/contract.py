@@ -20,6 +20,15 @@ QUEUES = (QUEUE_SMALL, QUEUE_BULK)
 # Source-time ordering: the API refuses an op's ts more than this far ahead of its clock;
 # the store keeps tombstones this much past the horizon too (clock skew between processes).
 SOURCE_TIME_MAX_AHEAD_MS = 5 * 60 * 1000
+# Random ids the service makes, as hex: tokens (128 bits) and audience ids (96 bits).
+TOKEN_BYTES = 16
+AUDIENCE_ID_BYTES = 12
+TOKEN_PATTERN = rf"^[0-9a-f]{{{2 * TOKEN_BYTES}}}$"
+AUDIENCE_ID_PATTERN = rf"^[0-9a-f]{{{2 * AUDIENCE_ID_BYTES}}}$"
+# How an absolute http(s) URL starts: a scheme in any case and a host part (urlsplit's
+# netloc) without brackets (urlsplit refuses unbalanced ones; IPv6 literals are not
+# taken). url(...) attributes and callback URLs are held to it (and to urlsplit).
+HTTP_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[^/?#\[\]]+(?:[/?#]|$)"
 
 
 class TokenState(StrEnum):

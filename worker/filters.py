@@ -172,7 +172,9 @@ def _validate_condition(cond: Any, loc: str, problems: list[FilterProblem]) -> N
         if not unit_ok:
             problem("unit", "invalid_time_unit", 'unit is "days", "hours" or "minutes".')
         limit = MAX_WINDOW[unit] if unit_ok else max(MAX_WINDOW.values())
-        valid = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= limit
+        # Whole numbers: JSON (and JSON Schema's "integer") does not tell 3 from 3.0.
+        whole = _is_number(value) and (isinstance(value, int) or value.is_integer())
+        valid = whole and 0 < value <= limit
     if not valid:
         problem("value", "invalid_condition_value", _VALUE_HELP[operator])
     if operator not in RELATIVE and "unit" in cond:

@@ -13,6 +13,7 @@ least once: receivers should treat the token as the idempotency key.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from worker.contract import TokenState
+from worker.contract import HTTP_URL_PATTERN, TokenState
 from worker.settings import Settings
 from worker.status import token_status
 from worker.store import Store
@@ -40,6 +41,9 @@ def allowed_hosts(settings: Settings) -> frozenset[str]:
     )
 
 
+_HTTP_URL = re.compile(HTTP_URL_PATTERN)
+
+
 def callback_problem(url: str, settings: Settings) -> str | None:
     """Why ``url`` may not be called back (None when it may)."""
     try:  # urlsplit and .port raise ValueError on a bad IPv6 host or port
@@ -47,7 +51,7 @@ def callback_problem(url: str, settings: Settings) -> str | None:
         port = parts.port
     except ValueError:
         return "callback_url must be an absolute http(s) URL."
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not _HTTP_URL.match(url) or parts.scheme not in ("http", "https") or not parts.hostname:
         return "callback_url must be an absolute http(s) URL."
     hosts = allowed_hosts(settings)
     host = parts.hostname.lower()

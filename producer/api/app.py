@@ -13,11 +13,11 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.api import envelope
-from producer.api.headers import scope_answer_headers
+from producer.api.headers import REQUEST_ID_PATTERN, scope_answer_headers
 from producer.api.idempotency import IdempotencyMiddleware
 from producer.api.responses import Json
 from producer.api.routes import router
-from producer.api.schemas import finish_openapi
+from producer.api.spec import finish_openapi
 from producer.metrics import MetricsMiddleware, metrics_endpoint
 from producer.submit import Producer
 from worker.logs import trace_id_var
@@ -25,7 +25,7 @@ from worker.publish import Publisher
 from worker.settings import Settings, get_settings
 from worker.store import Store
 
-_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 

@@ -11,6 +11,8 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 _STATE_KEY = "answer_headers"
+# An X-Request-Id the API takes from its caller, and so every one it answers with.
+REQUEST_ID_PATTERN = r"^[\x21-\x7e]{1,128}$"
 
 
 def answer_headers(request: Request) -> dict[str, str]:

@@ -10,6 +10,7 @@ not stored, so a failed request can be retried with the same key.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from anyio import to_thread
@@ -28,6 +29,9 @@ from worker.store import Store
 RETENTION_SECONDS = 24 * 3600
 CLAIM_SECONDS = 3600
 MAX_KEY_LENGTH = 255
+# Printable ASCII, 1-255 characters; no white space at either end (HTTP would strip it).
+KEY_PATTERN = rf"^[\x21-\x7e](?:[\x20-\x7e]{{0,{MAX_KEY_LENGTH - 2}}}[\x21-\x7e])?$"
+_KEY = re.compile(KEY_PATTERN)
 # What a replay repeats besides the body: where the created resource or token is.
 REPLAYED_HEADERS = frozenset({b"location", b"etag"})
 
@@ -74,11 +78,11 @@ class IdempotencyMiddleware:
         if owner is None:
             await self.app(scope, receive, send)
             return
-        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        if not _KEY.match(key):
             problem = Problem(
                 "Idempotency-Key",
                 "validation_error",
-                f"Idempotency-Key is 1-{MAX_KEY_LENGTH} printable characters.",
+                f"Idempotency-Key is 1-{MAX_KEY_LENGTH} printable ASCII characters.",
             )
             await error_response(request, InvalidRequest(problem.message, [problem]))(
                 scope, receive, send

@@ -37,7 +37,10 @@ router = APIRouter()
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
+# Generated clients send a binary stream as application/octet-stream: read it as NDJSON.
+UPLOAD_MEDIA = (NDJSON, "application/octet-stream")
 MIN_POLL_WAIT, MAX_POLL_WAIT = 1, 30
+MAX_SCAN_CURSOR = 2**64 - 1  # HSCAN cursors are 64-bit
 IfMatch = Annotated[str | None, Header()]
 CallbackUrl = Annotated[
     str | None,
@@ -58,11 +61,11 @@ async def _call_store(fn: Any, *args: Any) -> Any:
     return await to_thread.run_sync(functools.partial(fn, *args))
 
 
-def _require_media(request: Request, media: str) -> None:
+def _require_media(request: Request, *media: str) -> None:
     given = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if given != media:
+    if given not in media:
         raise UnsupportedMediaType(
-            f"Send this body with Content-Type: {media} (got {given or 'none'!r})."
+            f"Send this body with Content-Type: {' or '.join(media)} (got {given or 'none'!r})."
         )
 
 
@@ -129,6 +132,8 @@ async def _audience_response(
 
 @router.post(
     "/v1/audiences",
+    operation_id="createAudience",
+    tags=["audiences"],
     status_code=201,
     responses={201: {"model": S.Audience}} | S.error_responses(400, 403, 409, 413, 415, 422),
 )
@@ -151,7 +156,9 @@ async def create_audience(request: Request, key: Writer) -> Json:
 
 @router.get(
     "/v1/audiences",
-    responses={200: {"model": S.AudiencePage}} | S.error_responses(400, 403, 422),
+    operation_id="listAudiences",
+    tags=["audiences"],
+    responses={200: {"model": S.AudiencePage}} | S.error_responses(400, 403),
 )
 async def list_audiences(
     request: Request,
@@ -168,7 +175,9 @@ async def list_audiences(
 
 @router.get(
     "/v1/audiences/{audience_id}",
-    responses={200: {"model": S.Audience}} | S.error_responses(403, 404, 405, 422),
+    operation_id="getAudience",
+    tags=["audiences"],
+    responses={200: {"model": S.Audience}} | S.error_responses(403, 404, 405),
 )
 async def get_audience(request: Request, audience_id: str, key: Reader) -> Json:
     return await _audience_response(request, key.account, audience_id)
@@ -176,8 +185,10 @@ async def get_audience(request: Request, audience_id: str, key: Reader) -> Json:
 
 @router.patch(
     "/v1/audiences/{audience_id}",
+    operation_id="updateAudience",
+    tags=["audiences"],
     responses={200: {"model": S.Audience}}
-    | S.error_responses(400, 403, 404, 405, 409, 412, 413, 415, 422),
+    | S.error_responses(400, 403, 404, 405, 409, 412, 413, 415),
 )
 async def patch_audience(
     request: Request, audience_id: str, key: Writer, if_match: IfMatch = None
@@ -201,8 +212,10 @@ async def patch_audience(
 
 @router.delete(
     "/v1/audiences/{audience_id}",
+    operation_id="deleteAudience",
+    tags=["audiences"],
     status_code=204,
-    responses=S.error_responses(403, 404, 405, 409, 412, 422),
+    responses=S.error_responses(403, 404, 405, 409, 412),
 )
 async def delete_audience(
     request: Request, audience_id: str, key: Writer, if_match: IfMatch = None
@@ -213,6 +226,8 @@ async def delete_audience(
 
 @router.post(
     "/v1/audiences/{audience_id}/size",
+    operation_id="countAudienceSize",
+    tags=["audiences"],
     status_code=202,
     responses={202: {"model": S.Accepted}}
     | S.error_responses(400, 403, 404, 405, 409, 413, 415, 422),
@@ -235,6 +250,8 @@ async def count_size(request: Request, audience_id: str, key: Writer) -> Json:
 
 @router.post(
     "/v1/audiences/{audience_id}/members",
+    operation_id="updateMembers",
+    tags=["members"],
     status_code=202,
     responses={202: {"model": S.Accepted}, 200: {"model": S.DryRunResult}}
     | S.error_responses(400, 403, 404, 405, 409, 413, 415, 422),
@@ -263,6 +280,8 @@ async def update_members(
 
 @router.post(
     "/v1/audiences/{audience_id}/uploads",
+    operation_id="uploadMembers",
+    tags=["members"],
     status_code=202,
     responses={202: {"model": S.Accepted}, 200: {"model": S.DryRunResult}}
     | S.error_responses(400, 403, 404, 405, 409, 413, 415, 422),
@@ -285,7 +304,7 @@ async def upload_members(
         ),
     ] = None,
 ) -> Json:
-    _require_media(request, NDJSON)
+    _require_media(request, *UPLOAD_MEDIA)
     outcome = await _producer(request).submit_upload(
         key.account,
         audience_id,
@@ -300,7 +319,9 @@ async def upload_members(
 
 @router.get(
     "/v1/indexing/{token}",
-    responses={200: {"model": S.IndexingStatus}} | S.error_responses(403, 404, 422),
+    operation_id="getIndexingToken",
+    tags=["indexing"],
+    responses={200: {"model": S.IndexingStatus}} | S.error_responses(403, 404),
 )
 async def indexing_status(request: Request, token: str, key: Reader) -> Json:
     status = await to_thread.run_sync(get_token, _store(request), key.account, token)
@@ -311,7 +332,9 @@ async def indexing_status(request: Request, token: str, key: Reader) -> Json:
 
 @router.get(
     "/v1/audiences/{audience_id}/members",
-    responses={200: {"model": S.MemberPage}} | S.error_responses(400, 403, 404, 422),
+    operation_id="listMembers",
+    tags=["members"],
+    responses={200: {"model": S.MemberPage}} | S.error_responses(400, 403, 404),
 )
 async def list_members(
     request: Request,
@@ -320,7 +343,7 @@ async def list_members(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}:[0-9]{1,6}$")] = None,
 ) -> Json:
-    if cursor and int(cursor.partition(":")[0]) >= 2**64:  # HSCAN cursors are 64-bit
+    if cursor and int(cursor.partition(":")[0]) > MAX_SCAN_CURSOR:
         message = "cursor is not one this endpoint returned; start again without it."
         raise InvalidRequest(message, [Problem("query.cursor", "validation_error", message)])
     store = _store(request)
@@ -336,7 +359,9 @@ async def list_members(
 
 @router.get(
     "/v1/audiences/{audience_id}/members/{member_id:path}",
-    responses={200: {"model": S.Member}} | S.error_responses(403, 404, 422),
+    operation_id="getMember",
+    tags=["members"],
+    responses={200: {"model": S.Member}} | S.error_responses(403, 404),
 )
 async def get_member(request: Request, audience_id: str, member_id: str, key: Reader) -> Json:
     store = _store(request)
@@ -363,9 +388,11 @@ async def get_member(request: Request, audience_id: str, member_id: str, key: Re
 
 @router.delete(
     "/v1/members/{member_id:path}",
+    operation_id="eraseMember",
+    tags=["privacy"],
     status_code=202,
     # 404: an id with a line break matches no route (path parameters stop at one).
-    responses={202: {"model": S.Accepted}} | S.error_responses(400, 403, 404, 422),
+    responses={202: {"model": S.Accepted}} | S.error_responses(400, 403, 404),
 )
 async def erase_member(request: Request, member_id: str, key: Writer) -> Json:
     """Erasure: remove this id from every audience of the account (an opt-out everywhere)."""
@@ -380,12 +407,17 @@ async def erase_member(request: Request, member_id: str, key: Writer) -> Json:
 # --- health --------------------------------------------------------------------------------
 
 
-@router.get("/healthz")
+@router.get("/healthz", operation_id="getHealth", tags=["operations"])
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: S.error_response(503)})
+@router.get(
+    "/readyz",
+    operation_id="getReadiness",
+    tags=["operations"],
+    responses={503: S.error_response(503)},
+)
 async def readyz(request: Request) -> dict[str, str]:
     def check() -> None:
         _store(request).ping()

@@ -6,16 +6,21 @@ Handlers build plain dicts (orjson-encoded); these models describe them for
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from producer.api.filter_schema import Filter
+from producer.audience_input import MAX_DESCRIPTION, MAX_NAME, NAME_PATTERN
 from producer.errors import catalogue
-from producer.identifiers import IdTypeName
-from producer.validation import TIMED_MEMBERS_BODY
-from worker.contract import TokenState
+from producer.identifiers import REGION_PATTERN, IdTypeName
+from worker.contract import TOKEN_PATTERN, TokenState
+from worker.webhook_signing import EVENT_TYPE, event_id
 
 ERROR_CODES = catalogue()
+STATUS_URL_PATTERN = TOKEN_PATTERN.replace("^", "^/v1/indexing/", 1)  # routes.status_path
+# Handlers return the store's strings (UTC, ``Z``); the document says what they are.
+Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 ID_TYPE_DESCRIPTION = (
     "How ids are read and stored; set at creation, immutable (`immutable_field`). "
     "`external`: stored as sent. `email`, `phone`: normalised, then only the SHA-256 hex "
@@ -83,10 +88,10 @@ class Accepted(BaseModel):
         }
     )
 
-    indexing_token: str = Field(pattern=r"^[0-9a-f]{32}$")
+    indexing_token: str = Field(pattern=TOKEN_PATTERN)
     indexing_state: Literal["IN_PROCESS"]
     status_url: str = Field(
-        pattern=r"^/v1/indexing/[0-9a-f]{32}$",
+        pattern=STATUS_URL_PATTERN,
         description="Where to poll the token (also in `Location`), relative to the API's root.",
     )
 
@@ -101,7 +106,7 @@ class Audience(BaseModel):
     name: str
     description: str | None
     status: Literal["draft", "active", "paused", "archived"]
-    filter: dict[str, Any] | None
+    filter: Filter
     id_type: IdTypeName = Field("external", description=ID_TYPE_DESCRIPTION)
     default_region: str | None = Field(None, description=DEFAULT_REGION_DESCRIPTION)
     ordering: Literal["accepted", "source_time"] = Field(
@@ -109,10 +114,10 @@ class Audience(BaseModel):
     )
     size: int = Field(description="Current members.")
     cached_size: int | None = Field(description="Targetable members at the last count.")
-    cached_size_updated_at: str | None
+    cached_size_updated_at: Timestamp | None
     pending_tokens: list[str] = Field(description="Newest 100 tokens still IN_PROCESS.")
-    created_at: str
-    updated_at: str
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class AudiencePage(BaseModel):
@@ -123,16 +128,27 @@ class AudiencePage(BaseModel):
 class AudienceCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"name": "newsletter", "description": "weekly"}]},
+        json_schema_extra={
+            "examples": [{"name": "newsletter", "description": "weekly"}],
+            # A default_region other than null only with id_type phone.
+            "dependentSchemas": {
+                "default_region": {
+                    "anyOf": [
+                        {"properties": {"default_region": {"type": "null"}}},
+                        {"required": ["id_type"], "properties": {"id_type": {"const": "phone"}}},
+                    ]
+                }
+            },
+        },
     )
 
-    name: str = Field(min_length=1, max_length=255)
-    description: str | None = Field(None, max_length=500)
+    name: str = Field(min_length=1, max_length=MAX_NAME, pattern=NAME_PATTERN)
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION)
     status: Literal["draft", "active"] = "active"
-    filter: dict[str, Any] | None = None
+    filter: Filter = None
     id_type: IdTypeName = Field("external", description=ID_TYPE_DESCRIPTION)
     default_region: str | None = Field(
-        None, pattern=r"^[A-Za-z]{2}$", description=DEFAULT_REGION_DESCRIPTION
+        None, pattern=REGION_PATTERN, description=DEFAULT_REGION_DESCRIPTION
     )
     ordering: Literal["accepted", "source_time"] = Field(
         "accepted", description=ORDERING_DESCRIPTION
@@ -148,10 +164,10 @@ class AudiencePatch(BaseModel):
         },
     )
 
-    name: str = Field(None, min_length=1, max_length=255)
-    description: str | None = Field(None, max_length=500)
+    name: str = Field(None, min_length=1, max_length=MAX_NAME, pattern=NAME_PATTERN)
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION)
     status: Literal["draft", "active", "paused", "archived"] = Field(None)
-    filter: dict[str, Any] | None = None
+    filter: Filter = None
 
 
 class Counts(BaseModel):
@@ -186,8 +202,8 @@ class IndexingStatus(BaseModel):
         "audience of the account."
     )
     indexing_state: TokenState
-    created_at: str
-    applied_at: str | None
+    created_at: Timestamp
+    applied_at: Timestamp | None
     counts: Counts
     eta_seconds: float | None
     error: TokenError | None
@@ -217,6 +233,24 @@ class MemberPage(BaseModel):
     next_cursor: str | None
 
 
+class SizeRequest(BaseModel):
+    """A size count takes no fields: no body, or ``{}``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"maxProperties": 0})
+
+
+class WebhookEvent(BaseModel):
+    """The body of a completion call: what happened, its id and time, the token's status."""
+
+    type: Literal["indexing.completed"] = Field(description=f"Always `{EVENT_TYPE}` for now.")
+    id: str = Field(
+        pattern=TOKEN_PATTERN.replace("^", "^" + event_id(""), 1),
+        description="One per token, the same on every retry: deduplicate on it.",
+    )
+    created_at: Timestamp = Field(description="The first attempt's time (retries repeat it).")
+    data: IndexingStatus
+
+
 def error_response(status: int) -> dict[str, Any]:
     """The envelope for one status, with the codes it can carry."""
     return {
@@ -229,114 +263,3 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The envelope, documented for each status a route can answer, with its codes."""
     common = (401, 429, 500, 503)
     return {status: error_response(status) for status in sorted({*statuses, *common})}
-
-
-def _body(
-    model: Any, media: str = "application/json", example: Any = None, required: bool = True
-) -> dict[str, Any]:
-    return {"model": model, "media": media, "example": example, "required": required}
-
-
-REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
-    ("/v1/audiences", "post"): _body(AudienceCreate),
-    ("/v1/audiences/{audience_id}", "patch"): _body(AudiencePatch),
-    ("/v1/audiences/{audience_id}/members", "post"): _body(
-        TIMED_MEMBERS_BODY, example=BATCH_EXAMPLE
-    ),
-    ("/v1/audiences/{audience_id}/size", "post"): _body(None, required=False),
-    ("/v1/audiences/{audience_id}/uploads", "post"): _body(
-        None,
-        media="application/x-ndjson",
-        example='{"action": "add", "id": "CUSTOM-ID-1", "attributes": {"att1": 3}}\n'
-        '{"action": "remove", "id": "CUSTOM-ID-2"}\n',
-    ),
-}
-
-
-IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "description": "Retry safely: the same key and request within 24 h returns the first 2xx "
-    "answer; another request with it is 422 `idempotency_key_reused`; while the first is "
-    "still running, 409 `idempotency_key_in_use`.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-}
-
-_INDEXING = "indexing_status_v1_indexing__token__get"
-_AUDIENCE_LINKS = {
-    "GetAudience": {
-        "operationId": "get_audience_v1_audiences__audience_id__get",
-        "parameters": {"audience_id": "$response.body#/id"},
-    },
-    "PatchAudience": {
-        "operationId": "patch_audience_v1_audiences__audience_id__patch",
-        "parameters": {"audience_id": "$response.body#/id", "if-match": "$response.header.ETag"},
-    },
-    "DeleteAudience": {
-        "operationId": "delete_audience_v1_audiences__audience_id__delete",
-        "parameters": {"audience_id": "$response.body#/id", "if-match": "$response.header.ETag"},
-    },
-}
-# Where the identifiers a response returns can be used next (clients and fuzzers follow them).
-LINKS: dict[tuple[str, str, str], dict[str, Any]] = {
-    ("/v1/audiences", "post", "201"): _AUDIENCE_LINKS,
-    ("/v1/audiences/{audience_id}", "get", "200"): _AUDIENCE_LINKS,
-    ("/v1/audiences/{audience_id}/members", "post", "202"): {
-        "GetIndexingStatus": {
-            "operationId": _INDEXING,
-            "parameters": {"token": "$response.body#/indexing_token"},
-        },
-        "GetMember": {
-            "operationId": "get_member_v1_audiences__audience_id__members__member_id__get",
-            "parameters": {
-                "audience_id": "$request.path.audience_id",
-                "member_id": "$request.body#/ids/0/id",
-            },
-        },
-    },
-    **{
-        (path, method, "202"): {
-            "GetIndexingStatus": {
-                "operationId": _INDEXING,
-                "parameters": {"token": "$response.body#/indexing_token"},
-            }
-        }
-        for path, method in (
-            ("/v1/audiences/{audience_id}/size", "post"),
-            ("/v1/audiences/{audience_id}/uploads", "post"),
-            ("/v1/members/{member_id}", "delete"),
-        )
-    },
-}
-
-
-def finish_openapi(document: dict[str, Any]) -> dict[str, Any]:
-    """Add what FastAPI cannot see to its document: the request bodies (read by hand in the
-    handlers), the Idempotency-Key header (read by a middleware) and the links."""
-    for operations in document["paths"].values():
-        if "post" in operations:
-            operations["post"].setdefault("parameters", []).append(IDEMPOTENCY_KEY)
-    for (path, method, status), links in LINKS.items():
-        document["paths"][path][method]["responses"][status]["links"] = links
-    components = document.setdefault("components", {}).setdefault("schemas", {})
-    template = "#/components/schemas/{model}"
-    for (path, method), body in REQUEST_BODIES.items():
-        operation = document["paths"][path][method]
-        model = body["model"]
-        if body["media"] == "application/x-ndjson":
-            schema: dict[str, Any] = {"type": "string", "description": "One op per line."}
-        elif model is None:
-            schema = {"type": "object", "maxProperties": 0}
-        else:
-            adapter = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
-            schema = adapter.json_schema(ref_template=template)
-            components.update(schema.pop("$defs", {}))
-        content: dict[str, Any] = {"schema": schema}
-        if body["example"] is not None:
-            content["example"] = body["example"]
-        operation["requestBody"] = {
-            "required": body["required"],
-            "content": {body["media"]: content},
-        }
-    return document

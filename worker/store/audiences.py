@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from worker.contract import AUDIENCE_ID_BYTES
 from worker.store import keys
 from worker.store.base import StoreBase, now_iso, text, texts
 from worker.store.errors import (
@@ -45,7 +46,7 @@ class Audiences(StoreBase):
     ) -> dict[str, Any]:
         """A new audience; ``id_type``, ``default_region`` and ``ordering`` are written here
         only (immutable)."""
-        audience_id = secrets.token_hex(12)
+        audience_id = secrets.token_hex(AUDIENCE_ID_BYTES)
         if not self.r.hsetnx(keys.account_names(account), name, audience_id):
             raise AudienceExists(name)
         now = now_iso()
