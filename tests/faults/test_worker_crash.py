@@ -38,9 +38,11 @@ def crash_worker_mid_run(stack: FaultStack, driver: Driver, seed: int) -> list[s
     """Queue a backlog, let the worker start on it, SIGKILL its process group; then send
     more while no worker runs. Returns the tokens that were in flight at the kill."""
     audiences = driver.create_audiences(f"crash{seed}", 3)
-    requests = list(workload(seed=seed, audiences=audiences, submissions=9, ops_each=10_000))
+    requests = list(workload(seed=seed, audiences=audiences, submissions=23, ops_each=10_000))
     stack.pause_consuming()
-    backlog = [driver.members(a, ops) for a, ops in requests[:6]]
+    # A backlog long enough that the worker is still on it when this (starved, on a loaded
+    # machine) process gets to the kill: 20 batches, at most 4 held at a time.
+    backlog = [driver.members(a, ops) for a, ops in requests[:20]]
     stack.resume_consuming()
     wait_until(
         lambda: any(stack.deliveries(a.audience, a.token) for a in driver.model.accepted),
@@ -51,7 +53,7 @@ def crash_worker_mid_run(stack: FaultStack, driver: Driver, seed: int) -> list[s
     stack.kill_worker_group()
     assert stack.unacked() >= 1, "no batch was in flight when the worker died"
     in_flight = [t for t in backlog if driver.client.status(t)["indexing_state"] == "IN_PROCESS"]
-    for audience, ops in requests[6:]:  # accepted while no worker runs: they just queue
+    for audience, ops in requests[20:]:  # accepted while no worker runs: they just queue
         driver.members(audience, ops)
     return in_flight
 
