@@ -7,6 +7,9 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,3 +78,26 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "co
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def final_status(http: httpx.Client, token: str, timeout: float = 120) -> dict[str, Any]:
+    """Poll ``GET /v1/indexing/{token}`` until the token is final; its status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = http.get(f"/v1/indexing/{token}")
+        assert response.status_code == 200, response.text
+        status: dict[str, Any] = response.json()
+        if status["indexing_state"] != "IN_PROCESS":
+            return status
+        assert time.monotonic() < deadline, f"token {token} still IN_PROCESS"
+        time.sleep(0.1)
+
+
+def applied_status(
+    http: httpx.Client, response: httpx.Response, timeout: float = 120
+) -> dict[str, Any]:
+    """The final status of the token a 202 ``response`` carries, which must be APPLIED."""
+    assert response.status_code == 202, response.text
+    status = final_status(http, response.json()["indexing_token"], timeout)
+    assert status["indexing_state"] == "APPLIED", status
+    return status

@@ -20,7 +20,7 @@ import pytest
 
 from producer.batching import deduplicate, encode_ops
 from producer.validation import MEMBERS_BODY
-from tests.support import wait_until
+from tests.support import final_status, wait_until
 from worker import apply as worker_apply
 from worker.apply import count_step
 from worker.contract import CountStep
@@ -87,18 +87,6 @@ def patch(
     return http.patch(f"/v1/audiences/{audience_id}", json=body, headers=headers)
 
 
-def wait_token(http: httpx.Client, token: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        response = http.get(f"/v1/indexing/{token}")
-        assert response.status_code == 200, response.text
-        status = response.json()
-        if status["indexing_state"] != "IN_PROCESS":
-            return status  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, f"token {token} still IN_PROCESS"
-        time.sleep(0.1)
-
-
 def send_members(http: httpx.Client, audience_id: str, ops: list[dict]) -> httpx.Response:
     return http.post(f"/v1/audiences/{audience_id}/members", json={"ids": ops})
 
@@ -106,7 +94,7 @@ def send_members(http: httpx.Client, audience_id: str, ops: list[dict]) -> httpx
 def apply_members(http: httpx.Client, audience_id: str, ops: list[dict]) -> dict:
     response = send_members(http, audience_id, ops)
     assert response.status_code == 202, response.text
-    status = wait_token(http, response.json()["indexing_token"])
+    status = final_status(http, response.json()["indexing_token"])
     assert status["indexing_state"] == "APPLIED", status
     return status
 
@@ -124,7 +112,7 @@ def count_size(http: httpx.Client, audience_id: str, **kwargs: Any) -> dict:
     response = http.post(f"/v1/audiences/{audience_id}/size", **kwargs)
     assert response.status_code == 202, response.text
     assert response.json()["indexing_state"] == "IN_PROCESS"
-    return wait_token(http, response.json()["indexing_token"])
+    return final_status(http, response.json()["indexing_token"])
 
 
 def member(http: httpx.Client, audience_id: str, member_id: str) -> httpx.Response:
@@ -450,7 +438,7 @@ def test_draft_and_paused_audiences_take_membership_updates(
     apply_members(http, audience["id"], [add("a", n=1), add("b")])
     sent = upload(http, audience["id"], [add("c")])
     assert sent.status_code == 202
-    assert wait_token(http, sent.json()["indexing_token"])["indexing_state"] == "APPLIED"
+    assert final_status(http, sent.json()["indexing_token"])["indexing_state"] == "APPLIED"
     assert get(http, audience["id"])[0]["size"] == 3
     assert member(http, audience["id"], "a").json()["attributes"] == {"n": 1}
 
@@ -665,7 +653,7 @@ def test_size_count_over_an_accepted_huge_window_finishes(http: httpx.Client) ->
     apply_members(http, aid, [add("m", **{"date(seen)": "2024-01-01T00:00:00Z"})])
     sent = http.post(f"/v1/audiences/{aid}/size")
     assert sent.status_code == 202
-    status = wait_token(http, sent.json()["indexing_token"], timeout=30)
+    status = final_status(http, sent.json()["indexing_token"], timeout=30)
     assert status["indexing_state"] == "APPLIED"
     assert get(http, aid)[0]["cached_size"] == 1
 
@@ -781,7 +769,7 @@ def test_size_count_caches_the_targetable_size(http: httpx.Client) -> None:
     ops += [add(f"s{i}", tier="silver") for i in range(5_000)]
     ops += [add(f"n{i}") for i in range(3_000)]
     sent = upload(http, aid, ops)
-    assert wait_token(http, sent.json()["indexing_token"])["indexing_state"] == "APPLIED"
+    assert final_status(http, sent.json()["indexing_token"])["indexing_state"] == "APPLIED"
     status = count_size(http, aid)
     assert status["indexing_state"] == "APPLIED", status
     assert status["audience_id"] == aid and status["error"] is None
@@ -966,9 +954,9 @@ def test_delete_frees_every_key_the_audience_used(http: httpx.Client, store: Sto
     sent = upload(
         http, aid, [add(f"u{i}") for i in range(12_000)] + [{"action": "remove", "id": "m1"}]
     )
-    tokens.append(wait_token(http, sent.json()["indexing_token"]))
+    tokens.append(final_status(http, sent.json()["indexing_token"]))
     sent = upload(http, aid, [add("r1"), add("r2")], mode="replace")
-    tokens.append(wait_token(http, sent.json()["indexing_token"]))
+    tokens.append(final_status(http, sent.json()["indexing_token"]))
     tokens.append(count_size(http, aid))
     assert all(t["indexing_state"] == "APPLIED" for t in tokens)
     assert patch(http, aid, {"description": "x"}).status_code == 200

@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.support import wait_until
+from tests.support import final_status, wait_until
 from worker.store import Store, keys
 
 pytestmark = pytest.mark.integration
@@ -60,18 +60,6 @@ def ndjson(ops: list[dict]) -> bytes:
 
 def adds(prefix: str, count: int) -> list[dict]:
     return [{"action": "add", "id": f"{prefix}{i}"} for i in range(count)]
-
-
-def wait_token(http: httpx.Client, token: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        response = http.get(f"/v1/indexing/{token}")
-        assert response.status_code == 200, response.text
-        status = response.json()
-        if status["indexing_state"] != "IN_PROCESS":
-            return status  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, f"token {token} still IN_PROCESS"
-        time.sleep(0.1)
 
 
 def audience_tokens(store: Store, audience_id: str) -> list[bytes]:
@@ -126,12 +114,12 @@ def test_retried_members_request_returns_the_same_token_and_enqueues_nothing(
     first = http.post(path, content=body, headers=headers)
     assert first.status_code == 202
     token = first.json()["indexing_token"]
-    assert wait_token(http, token)["indexing_state"] == "APPLIED"
+    assert final_status(http, token)["indexing_state"] == "APPLIED"
     again = http.post(path, content=body, headers=headers)
     assert (again.status_code, again.json()) == (202, first.json())
     time.sleep(1)  # anything enqueued again would have been applied by now
     assert audience_tokens(store, aid) == [token.encode()]
-    assert wait_token(http, token)["counts"]["received"] == 3
+    assert final_status(http, token)["counts"]["received"] == 3
     assert http.get(f"/v1/audiences/{aid}").json()["pending_tokens"] == []
 
 
@@ -145,14 +133,14 @@ def test_retried_upload_and_count_return_the_same_tokens(http: httpx.Client, sto
         path = f"/v1/audiences/{aid}/uploads"
         first = http.post(path, params=params, content=body, headers=idem(key, **NDJSON))
         assert first.status_code == 202
-        wait_token(http, first.json()["indexing_token"])
+        final_status(http, first.json()["indexing_token"])
         again = http.post(path, params=params, content=body, headers=idem(key, **NDJSON))
         assert (again.status_code, again.json()) == (202, first.json())
         tokens.append(first.json()["indexing_token"])
     key = new_idem_key()
     first = http.post(f"/v1/audiences/{aid}/size", headers=idem(key))
     assert first.status_code == 202
-    wait_token(http, first.json()["indexing_token"])
+    final_status(http, first.json()["indexing_token"])
     again = http.post(f"/v1/audiences/{aid}/size", headers=idem(key))
     assert (again.status_code, again.json()) == (202, first.json())
     tokens.append(first.json()["indexing_token"])
@@ -169,7 +157,7 @@ def test_an_error_is_not_stored_so_a_corrected_retry_works(http: httpx.Client) -
     assert_envelope(bad, 400, "validation_error")
     good = http.post(path, json={"ids": adds("a", 1)}, headers=idem(key))
     assert good.status_code == 202
-    assert wait_token(http, good.json()["indexing_token"])["indexing_state"] == "APPLIED"
+    assert final_status(http, good.json()["indexing_token"])["indexing_state"] == "APPLIED"
     create_key = new_idem_key()
     refused = http.post("/v1/audiences", json={"name": ""}, headers=idem(create_key))
     assert_envelope(refused, 400, "invalid_name")
@@ -261,7 +249,7 @@ def test_a_second_request_while_the_first_runs_is_409_in_use(
             thread.join(60)
     assert result and result[0].status_code == 202, result
     token = result[0].json()["indexing_token"]
-    assert wait_token(http, token)["counts"]["received"] == 2
+    assert final_status(http, token)["counts"]["received"] == 2
     # Once the first is done, its retry is answered with the original token.
     retry = http.post(path, content=b"".join(lines), headers=idem(key, **NDJSON))
     assert (retry.status_code, retry.json()) == (202, result[0].json())
@@ -415,5 +403,5 @@ def test_validate_only_upload_counts_and_stages_nothing(
         headers=NDJSON,
     )
     assert real.status_code == 202
-    assert wait_token(http, real.json()["indexing_token"])["indexing_state"] == "APPLIED"
+    assert final_status(http, real.json()["indexing_token"])["indexing_state"] == "APPLIED"
     assert http.get(f"/v1/audiences/{aid}").json()["size"] == 2

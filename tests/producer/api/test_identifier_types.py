@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from producer.identifiers import sha256_hex
+from tests.support import applied_status
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -36,19 +37,6 @@ def create(http: httpx.Client, **body: Any) -> dict:
     response = http.post("/v1/audiences", json=body)
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
-
-
-def wait_token(http: httpx.Client, response: httpx.Response, timeout: float = 120) -> dict:
-    assert response.status_code == 202, response.text
-    token = response.json()["indexing_token"]
-    deadline = time.monotonic() + timeout
-    while True:
-        status = http.get(f"/v1/indexing/{token}").json()
-        if status["indexing_state"] != "IN_PROCESS":
-            assert status["indexing_state"] == "APPLIED", status
-            return status  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, f"token {token} still IN_PROCESS"
-        time.sleep(0.1)
 
 
 def send(http: httpx.Client, audience_id: str, ops: list[dict]) -> httpx.Response:
@@ -131,11 +119,11 @@ def test_id_type_and_default_region_are_immutable(http: httpx.Client) -> None:
 def test_email_audience_stores_hashes_and_finds_raw_or_hashed(http: httpx.Client) -> None:
     audience = create(http, id_type="email")
     aid = audience["id"]
-    status = wait_token(
+    status = applied_status(
         http, send(http, aid, adds(" Jane.Doe@Example.com ", "jane.doe@example.com"))
     )
     assert (status["counts"]["added"], status["counts"]["deduplicated"]) == (1, 1)
-    wait_token(http, upload(http, aid, adds("Bob@Example.org")))
+    applied_status(http, upload(http, aid, adds("Bob@Example.org")))
     jane, bob = sha256_hex("jane.doe@example.com"), sha256_hex("bob@example.org")
     assert exported(http, aid) == {jane, bob}
 
@@ -149,8 +137,8 @@ def test_email_audience_stores_hashes_and_finds_raw_or_hashed(http: httpx.Client
 
 def test_phone_audience_hashes_e164(http: httpx.Client) -> None:
     aid = create(http, id_type="phone", default_region="US")["id"]
-    wait_token(http, send(http, aid, adds("(650) 253-0000")))
-    wait_token(http, upload(http, aid, adds("+44 20 7946 0958")))
+    applied_status(http, send(http, aid, adds("(650) 253-0000")))
+    applied_status(http, upload(http, aid, adds("+44 20 7946 0958")))
     assert exported(http, aid) == {sha256_hex("+16502530000"), sha256_hex("+442079460958")}
     assert lookup(http, aid, "+1 650-253-0000").json()["id"] == sha256_hex("+16502530000")
 
@@ -158,7 +146,7 @@ def test_phone_audience_hashes_e164(http: httpx.Client) -> None:
 def test_sha256_audience_stores_lowercase_hex(http: httpx.Client) -> None:
     aid = create(http, id_type="sha256")["id"]
     digest = sha256_hex("someone@example.com")
-    wait_token(http, send(http, aid, adds(digest.upper())))
+    applied_status(http, send(http, aid, adds(digest.upper())))
     assert exported(http, aid) == {digest}
     response = send(http, aid, adds(digest, "abc"))
     assert response.status_code == 400
@@ -171,11 +159,11 @@ def test_erasure_by_raw_value_reaches_every_id_type(http: httpx.Client) -> None:
     email = create(http, id_type="email")["id"]
     external = create(http)["id"]
     phone = create(http, id_type="phone")["id"]
-    wait_token(http, send(http, email, adds("gone@example.com", "stays@example.com")))
-    wait_token(http, send(http, external, adds("Gone@Example.com", "other")))
-    wait_token(http, send(http, phone, adds("+16502530000")))
+    applied_status(http, send(http, email, adds("gone@example.com", "stays@example.com")))
+    applied_status(http, send(http, external, adds("Gone@Example.com", "other")))
+    applied_status(http, send(http, phone, adds("+16502530000")))
 
-    erasure = wait_token(http, http.delete("/v1/members/Gone@Example.com"))
+    erasure = applied_status(http, http.delete("/v1/members/Gone@Example.com"))
     assert erasure["counts"]["received"] == 2  # one remove each in email and external
     assert exported(http, email) == {sha256_hex("stays@example.com")}
     assert exported(http, external) == {"other"}
@@ -184,8 +172,8 @@ def test_erasure_by_raw_value_reaches_every_id_type(http: httpx.Client) -> None:
 
 def test_erasure_by_hash(http: httpx.Client) -> None:
     aid = create(http, id_type="email")["id"]
-    wait_token(http, send(http, aid, adds("x@example.com")))
-    wait_token(http, http.delete(f"/v1/members/{sha256_hex('x@example.com')}"))
+    applied_status(http, send(http, aid, adds("x@example.com")))
+    applied_status(http, http.delete(f"/v1/members/{sha256_hex('x@example.com')}"))
     assert exported(http, aid) == set()
 
 
@@ -293,16 +281,16 @@ def test_no_raw_identifier_reaches_store_broker_or_logs(
     with monitored(settings.require_store()) as commands:
         email = create(http, id_type="email")["id"]
         phone = create(http, id_type="phone", default_region="GB")["id"]
-        wait_token(http, send(http, email, adds(EMAILS[0])))
-        wait_token(http, upload(http, email, adds(EMAILS[1])))
-        wait_token(http, send(http, phone, adds(PHONES[0])))
-        wait_token(http, upload(http, phone, adds(PHONES[1])))
+        applied_status(http, send(http, email, adds(EMAILS[0])))
+        applied_status(http, upload(http, email, adds(EMAILS[1])))
+        applied_status(http, send(http, phone, adds(PHONES[0])))
+        applied_status(http, upload(http, phone, adds(PHONES[1])))
         assert send(http, email, adds(INVALID[0])).status_code == 400
         assert upload(http, phone, adds(INVALID[1])).status_code == 400
         assert lookup(http, email, EMAILS[0]).status_code == 200
         assert lookup(http, phone, PHONES[1]).status_code == 200
-        wait_token(http, http.delete(f"/v1/members/{EMAILS[1].strip()}"))
-        wait_token(http, http.delete("/v1/members/+16502530123"))
+        applied_status(http, http.delete(f"/v1/members/{EMAILS[1].strip()}"))
+        applied_status(http, http.delete("/v1/members/+16502530123"))
         assert len(exported(http, email)) == len(exported(http, phone)) == 1
     assert commands, "MONITOR saw no command"
 

@@ -36,9 +36,7 @@ def test_api_metrics_count_requests_by_route_template(
     assert "secret-id" not in text and audience["id"] not in text
 
 
-def test_api_metrics_add_up_every_api_process(
-    stack_env: dict[str, str], tmp_path: Path
-) -> None:
+def test_api_metrics_add_up_every_api_process(stack_env: dict[str, str], tmp_path: Path) -> None:
     """With ``audiences api --workers 2`` a scrape counts the requests every process
     answered, whichever process answers the scrape."""
     proc, url = start_api(stack_env, tmp_path / "api.log", "--workers", "2")

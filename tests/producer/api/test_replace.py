@@ -18,6 +18,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.support import final_status
 from worker.store import Store, keys
 
 pytestmark = pytest.mark.integration
@@ -77,18 +78,8 @@ def token_status(http: httpx.Client, token: str) -> dict:
     return response.json()  # type: ignore[no-any-return]
 
 
-def wait_token(http: httpx.Client, token: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = token_status(http, token)
-        if status["indexing_state"] != "IN_PROCESS":
-            return status
-        assert time.monotonic() < deadline, f"token {token} still IN_PROCESS"
-        time.sleep(0.1)
-
-
 def applied(http: httpx.Client, token: str) -> dict:
-    status = wait_token(http, token)
+    status = final_status(http, token)
     assert status["indexing_state"] == "APPLIED", status
     return status
 
@@ -290,7 +281,7 @@ def test_failed_replace_keeps_the_old_membership(http: httpx.Client, store: Stor
             json={"ids": [{"action": "add", "id": "late"}, {"action": "remove", "id": "o1"}]},
         )
     )
-    status = wait_token(http, token)
+    status = final_status(http, token)
     assert status["indexing_state"] == "FAILED", status
     assert status["error"] and status["error"]["code"]
     applied(http, late)
@@ -378,7 +369,7 @@ def test_updates_accepted_before_a_replace_end_replaced(http: httpx.Client) -> N
     merge_token = accepted(upload(http, aid, ndjson(adds("m", 200_000))))
     replace_token = accepted(upload(http, aid, ndjson(adds("r", 5)), mode="replace"))
     replace_status = applied(http, replace_token)
-    merge_status = wait_token(http, merge_token)
+    merge_status = final_status(http, merge_token)
     assert merge_status["indexing_state"] == "REPLACED", (merge_status, replace_status)
     assert set(members_of(http, aid)) == {f"r{i}" for i in range(5)}
     assert audience(http, aid)["size"] == 5
@@ -411,7 +402,7 @@ def test_guarded_replace_refuses_a_truncated_file_and_keeps_the_membership(
         content=ndjson(adds("g", 3)),
         headers=NDJSON,
     )
-    status = wait_token(http, accepted(response))
+    status = final_status(http, accepted(response))
     assert status["indexing_state"] == "FAILED", status
     assert status["error"]["code"] == "replace_guard", status
     assert "17 of the 20" in status["error"]["message"], status
@@ -430,7 +421,7 @@ def test_guarded_replace_accepts_a_legitimate_file(http: httpx.Client) -> None:
         content=ndjson(new),
         headers=NDJSON,
     )
-    assert wait_token(http, accepted(response))["indexing_state"] == "APPLIED"
+    assert final_status(http, accepted(response))["indexing_state"] == "APPLIED"
     assert set(members_of(http, aud)) == {op["id"] for op in new}
     applied(http, accepted(upload(http, aud, ndjson(adds("z", 1)))))
     assert audience(http, aud)["size"] == 24

@@ -17,6 +17,7 @@ import pytest
 
 from producer.client import AudiencesClient
 from producer.client.render import status_line
+from tests.support import applied_status
 
 pytestmark = pytest.mark.integration
 
@@ -38,21 +39,14 @@ def create(http: httpx.Client, **body: Any) -> dict[str, Any]:
 def wait_token(
     http: httpx.Client, response: httpx.Response, timeout: float = 120
 ) -> dict[str, Any]:
-    assert response.status_code == 202, response.text
-    token = response.json()["indexing_token"]
-    deadline = time.monotonic() + timeout
-    while True:
-        status = http.get(f"/v1/indexing/{token}").json()
-        if status["indexing_state"] != "IN_PROCESS":
-            assert status["indexing_state"] == "APPLIED", status
-            c = status["counts"]
-            assert (
-                c["added"] + c["removed"] + c["superseded"] + c["stale"] + c["deduplicated"]
-                == c["received"]
-            ), c
-            return status  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, f"token {token} still IN_PROCESS"
-        time.sleep(0.1)
+    """The APPLIED status of the response's token, whose counts must add up."""
+    status = applied_status(http, response, timeout)
+    c = status["counts"]
+    assert (
+        c["added"] + c["removed"] + c["superseded"] + c["stale"] + c["deduplicated"]
+        == c["received"]
+    ), c
+    return status
 
 
 def send(http: httpx.Client, audience_id: str, ops: list[dict[str, Any]]) -> httpx.Response:
