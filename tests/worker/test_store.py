@@ -8,9 +8,7 @@ order a test (or hypothesis) chooses, as Celery may deliver them.
 from __future__ import annotations
 
 import itertools
-import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import fakeredis
@@ -19,9 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from producer.batching import deduplicate, encode_ops
+from tests.worker.accepting import Submission, accept_batches, apply
 from worker.settings import Settings
 from worker.status import get_token
-from worker.store import SCOPE_READ, SCOPE_WRITE, ApplyResult, AudienceExists, Store, keys
+from worker.store import SCOPE_READ, SCOPE_WRITE, AudienceExists, Store, keys
 
 ACCOUNT = "acct-1"
 
@@ -55,35 +54,10 @@ def remove(member_id: str) -> dict[str, Any]:
     return {"action": "remove", "id": member_id}
 
 
-@dataclass
-class Submission:
-    token: str
-    bases: list[int]
-
-
 def submit(store: Store, audience: str, *batches: list[dict[str, Any]]) -> Submission:
     """Stage and accept one submission of ``batches`` (each deduplicated on its own)."""
-    token = secrets.token_hex(16)
-    sizes, received, deduplicated = [], 0, 0
-    for n, ops in enumerate(batches):
-        batch = deduplicate(encode_ops(ops))
-        store.stage_batch(audience, token, n, batch.payload)
-        sizes.append(batch.kept)
-        received += batch.received
-        deduplicated += batch.deduplicated
-    bases = store.accept(
-        account=ACCOUNT,
-        audience_id=audience,
-        token_id=token,
-        received=received,
-        deduplicated=deduplicated,
-        batch_sizes=sizes,
-    )
-    return Submission(token, bases)
-
-
-def apply(store: Store, audience: str, sub: Submission, batch_no: int = 0) -> ApplyResult:
-    return store.apply_batch(audience, sub.token, batch_no, sub.bases[batch_no])
+    encoded = [deduplicate(encode_ops(ops)) for ops in batches]
+    return accept_batches(store, ACCOUNT, audience, encoded)
 
 
 def token(store: Store, sub: Submission) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import fakeredis
@@ -22,9 +21,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from producer.batching import deduplicate, encode_ops
 from producer.source_time import MISSING, Ordering, erasure_ts
+from tests.worker.accepting import Submission, accept_batches, apply
 from worker.settings import Settings
 from worker.status import get_token
-from worker.store import ApplyResult, Store, keys
+from worker.store import Store, keys
 
 ACCOUNT = "acct-st"
 HOUR = 3600 * 1000
@@ -64,12 +64,6 @@ def remove(member_id: str, ts: int) -> dict[str, Any]:
     return {"action": "remove", "id": member_id, "ts": ts}
 
 
-@dataclass
-class Submission:
-    token: str
-    bases: list[int]
-
-
 def submit(
     store: Store,
     audience: str,
@@ -81,32 +75,15 @@ def submit(
     checked as the API would at ``at`` (ms; now by default: a slow upload started earlier)."""
     at = now_ms() if at is None else at
     ordering = Ordering("source_time", store.settings.source_time_horizon * 1000)
-    token = secrets.token_hex(16)
-    sizes, received, deduplicated = [], 0, 0
-    for n, ops in enumerate(batches):
-        encoded = encode_ops(ops)
-        ordering.stamp(encoded, [op.get("ts", MISSING) for op in ops], at)
-        assert not encoded.problems, encoded.problems
-        batch = deduplicate(encoded)
-        store.stage_batch(audience, token, n, batch.payload)
-        sizes.append(batch.kept)
-        received += batch.received
-        deduplicated += batch.deduplicated
-    bases = store.accept(
-        account=ACCOUNT,
-        audience_id=audience,
-        token_id=token,
-        received=received,
-        deduplicated=deduplicated,
-        batch_sizes=sizes,
-        kind=kind,
-        ts_floor=ordering.floor_ms(at),
+    encoded = []
+    for ops in batches:
+        stamped = encode_ops(ops)
+        ordering.stamp(stamped, [op.get("ts", MISSING) for op in ops], at)
+        assert not stamped.problems, stamped.problems
+        encoded.append(deduplicate(stamped))
+    return accept_batches(
+        store, ACCOUNT, audience, encoded, kind=kind, ts_floor=ordering.floor_ms(at)
     )
-    return Submission(token, bases)
-
-
-def apply(store: Store, audience: str, sub: Submission, batch_no: int = 0) -> ApplyResult:
-    return store.apply_batch(audience, sub.token, batch_no, sub.bases[batch_no])
 
 
 def counts(store: Store, sub: Submission) -> dict[str, int]:
