@@ -25,6 +25,7 @@ import anyio
 import orjson
 
 from producer.admission import admit
+from producer.client.bodies import ndjson_lines
 from producer.errors import NotFound, Unauthorized
 from producer.submit import DryRun, Producer
 from worker.publish import Publisher
@@ -33,9 +34,6 @@ from worker.status import get_token
 from worker.store import SCOPE_READ, SCOPE_WRITE, ApiKey, Store
 
 Op = Mapping[str, Any]
-# NDJSON lines handed to the producer per chunk: large enough to keep the per-chunk
-# overhead small, small enough that a chunk is a fraction of a batch.
-_LINES_PER_CHUNK = 1000
 
 
 class Submitter:
@@ -133,17 +131,7 @@ class Submitter:
 
 
 async def _chunks(ops: Iterable[Op | bytes | str]) -> AsyncIterator[bytes]:
-    """The ops as NDJSON, a few hundred lines per chunk."""
-    lines: list[bytes] = []
-    for op in ops:
-        if isinstance(op, bytes):
-            lines.append(op.rstrip(b"\r\n"))
-        elif isinstance(op, str):
-            lines.append(op.rstrip("\r\n").encode())
-        else:
-            lines.append(orjson.dumps(dict(op)))
-        if len(lines) == _LINES_PER_CHUNK:
-            yield b"\n".join(lines) + b"\n"
-            lines = []
-    if lines:
-        yield b"\n".join(lines) + b"\n"
+    """The ops as NDJSON, the client's way (:func:`producer.client.bodies.ndjson_lines`)."""
+    plain = (op if isinstance(op, bytes | str | dict) else dict(op) for op in ops)
+    for chunk in ndjson_lines(plain):
+        yield chunk

@@ -22,10 +22,22 @@ SPOOL_OPS = 1000
 
 
 def ndjson_lines(ops: Iterable[Any], chunk_ops: int = SPOOL_OPS) -> Iterator[bytes]:
-    """NDJSON bytes for ``ops``, a chunk at a time (never the whole upload in memory)."""
+    """NDJSON bytes for ``ops``, a chunk at a time (never the whole upload in memory).
+
+    Each op is a mapping, written as JSON, or an NDJSON line already (bytes or str),
+    passed as it is.
+    """
     it = iter(ops)
     while chunk := list(islice(it, chunk_ops)):
-        yield b"".join(orjson.dumps(op) + b"\n" for op in chunk)
+        yield b"".join(map(_line, chunk))
+
+
+def _line(op: Any) -> bytes:
+    if isinstance(op, bytes):
+        return op.rstrip(b"\r\n") + b"\n"
+    if isinstance(op, str):
+        return op.rstrip("\r\n").encode() + b"\n"
+    return orjson.dumps(op) + b"\n"
 
 
 def _spooled() -> IO[bytes]:
