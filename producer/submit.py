@@ -152,7 +152,6 @@ class Producer:
         if validate_only:
             return DryRun(batch.received, batch.deduplicated)
         token = new_token()
-        self.store.stage_batch(audience_id, token, 0, batch.payload)
         self._accept_and_enqueue(
             account,
             audience_id,
@@ -162,6 +161,7 @@ class Producer:
             batch.deduplicated,
             callback_url=callback_url,
             ts_floor=ordering.floor_ms(now_ms) if ordering.by_source_time else None,
+            payload=batch.payload,
         )
         return token
 
@@ -189,7 +189,6 @@ class Producer:
             if ts is not None:
                 payload = b"%d%s" % (ts, payload)
             child = new_token()
-            self.store.stage_batch(audience_id, child, 0, payload)
             try:
                 self._accept_and_enqueue(
                     account,
@@ -200,6 +199,7 @@ class Producer:
                     0,
                     kind="erase",
                     ts_floor=ts,
+                    payload=payload,
                 )
             except AudienceMissing:
                 continue  # deleted meanwhile: nothing to erase there
@@ -241,9 +241,7 @@ class Producer:
             functools.partial(self.require_audience, account, audience_id, replace=replace)
         )
         self.check_callback(callback_url)
-        upload = _Upload(
-            new_token(), stage=not validate_only, id_type=id_type, ordering=ordering
-        )
+        upload = _Upload(new_token(), stage=not validate_only, id_type=id_type, ordering=ordering)
         settings = self.settings
         try:
             async for block in blocks_of(
@@ -319,7 +317,9 @@ class Producer:
         callback_url: str | None = None,
         max_removed_ratio: float | None = None,
         ts_floor: int | None = None,
+        payload: bytes | None = None,
     ) -> None:
+        """Accept a token whose batches are staged (or, one batch, ``payload``), publish."""
         queue = queue_for(sum(batch_sizes), self.settings)
         try:
             bases = self.store.accept(
@@ -334,6 +334,7 @@ class Producer:
                 batch_sizes=batch_sizes,
                 kind=kind,
                 ts_floor=ts_floor,
+                payload=payload,
             )
         except StoreError:
             self.store.drop_staged(audience_id, token, len(batch_sizes))

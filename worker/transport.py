@@ -80,7 +80,6 @@ class Channel(kombu_redis.Channel):
             if flush is not None:
                 flush()
 
-
     def close(self) -> None:
         """kombu's ``close``, except that a channel whose connection is already gone does
         not try to hand its unacknowledged messages back.

@@ -21,6 +21,7 @@ from tests.worker.accepting import Submission, accept_batches, apply
 from worker.settings import Settings
 from worker.status import get_token
 from worker.store import SCOPE_READ, SCOPE_WRITE, AudienceExists, Store, keys
+from worker.store.applying import APPLY_STEP
 
 ACCOUNT = "acct-1"
 
@@ -213,6 +214,44 @@ def test_apply_batch_applies_ops_and_counts(store: Store, audience: str) -> None
         "superseded": 0,
         "stale": 0,
     }
+
+
+def test_a_batch_applies_in_steps_and_a_redelivery_goes_on_from_its_last_step(
+    store: Store, audience: str
+) -> None:
+    """A batch longer than a step applies a step per script call; a worker that dies
+    after one step leaves that step applied and recorded, and the redelivery applies the
+    rest, nothing twice: the counts and the size are those of one apply."""
+    n = APPLY_STEP * 2 + APPLY_STEP // 2
+    sub = submit(store, audience, [add(f"m{i}", v=i) for i in range(n)])
+    first = store.apply_step(audience, sub.token, 0, sub.bases[0])
+    assert (first.outcome, first.added, first.token_state) == ("partial", APPLY_STEP, "IN_PROCESS")
+    assert size(store, audience) == APPLY_STEP
+    assert token(store, sub)["counts"]["batches_applied"] == 0
+    rest = apply(store, audience, sub)  # the redelivery after the crash
+    assert (rest.outcome, rest.added, rest.token_state) == ("applied", n - APPLY_STEP, "APPLIED")
+    counts = token(store, sub)["counts"]
+    assert (counts["added"], counts["batches_applied"], counts["superseded"]) == (n, 1, 0)
+    assert size(store, audience) == n
+    assert all_members(store, audience) == {f"m{i}": {"v": i} for i in range(n)}
+    assert apply(store, audience, sub).outcome == "duplicate"
+
+
+def test_a_batch_half_applied_keeps_tombstones_its_own_later_steps_need(
+    store: Store, audience: str
+) -> None:
+    """A remove accepted after a batch, applied while that batch is between steps, keeps
+    its tombstone: the batch's later steps, older, must not bring the id back."""
+    older = submit(store, audience, [add(f"m{i}") for i in range(APPLY_STEP * 2)])
+    late_id = f"m{APPLY_STEP + 10}"
+    newer = submit(store, audience, [remove(late_id)])
+    assert store.apply_step(audience, older.token, 0, older.bases[0]).outcome == "partial"
+    assert apply(store, audience, newer).outcome == "applied"
+    finished = apply(store, audience, older)
+    assert (finished.outcome, finished.superseded) == ("applied", 1)
+    members = all_members(store, audience)
+    assert late_id not in members
+    assert len(members) == size(store, audience) == APPLY_STEP * 2 - 1
 
 
 def test_deduplicated_ops_are_counted_on_the_token(store: Store, audience: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from worker.contract import QUEUE_BULK
 from worker.store import keys
@@ -50,8 +51,9 @@ class AudienceWork:
 class Reconciliation(StoreBase):
     """The store knows every accepted batch not yet applied (see worker/reconcile.py)."""
 
-    def register_for_reconcile(self, audience_id: str) -> None:
-        self.r.zadd(keys.reconcile_audiences(), {audience_id: int(time.time() * 1000)})
+    def register_for_reconcile(self, audience_id: str, client: Any = None) -> None:
+        """Put the audience in the reconciler's index (on ``client``, a pipeline, if given)."""
+        (client or self.r).zadd(keys.reconcile_audiences(), {audience_id: int(time.time() * 1000)})
 
     def take_reconcile_lease(self, holder: str, seconds: float) -> bool:
         """Take or renew the one reconciler lease; False while another worker holds it."""

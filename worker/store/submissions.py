@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 
@@ -21,7 +22,12 @@ class Submissions(StoreBase):
 
     def stage_batch(self, audience_id: str, token_id: str, batch_no: int, payload: bytes) -> None:
         """Keep a batch's payload in the store until a worker applies it (claim check)."""
-        self.r.set(
+        self._stage(self.r, audience_id, token_id, batch_no, payload)
+
+    def _stage(
+        self, client: Any, audience_id: str, token_id: str, batch_no: int, payload: bytes
+    ) -> None:
+        client.set(
             keys.batch_payload(audience_id, token_id, batch_no),
             payload,
             ex=self.settings.staging_ttl_seconds,
@@ -46,8 +52,13 @@ class Submissions(StoreBase):
         queue: str = QUEUE_BULK,
         max_removed_ratio: float | None = None,
         ts_floor: int | None = None,
+        payload: bytes | None = None,
     ) -> list[int]:
         """Register a token and reserve its versions; returns each batch's first version.
+
+        ``payload`` stages a one-batch submission's payload with the first registration,
+        in one round trip (a small update waits for each round trip behind whatever the
+        server and this process are doing, so it makes as few as it can).
 
         The audience is put in the reconciler's index before (and again after) the
         accept, so no accepted batch is ever outside it. A callback is put on the
@@ -58,17 +69,21 @@ class Submissions(StoreBase):
         while it is in process. Raises :class:`AudienceNotReady` for a replace while
         another replace runs.
         """
-        self.register_for_reconcile(audience_id)
+        pipe = self.r.pipeline(transaction=False)
+        if payload is not None:
+            self._stage(pipe, audience_id, token_id, 0, payload)
+        self.register_for_reconcile(audience_id, pipe)
         if callback_url:
-            self.r.zadd(
+            pipe.zadd(
                 keys.webhooks_due(),
                 {f"{audience_id}\t{token_id}": time.time() + self.settings.redeliver_after_s},
             )
-        self.r.set(
+        pipe.set(
             keys.token_index(token_id),
             f"{account}\t{audience_id}",
             ex=self.settings.token_retention_seconds,
         )
+        pipe.execute()
         fields: list[str | int] = []
         for name, value in {
             "state": "IN_PROCESS",

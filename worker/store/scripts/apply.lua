@@ -17,7 +17,16 @@
 -- at most, ARGV[6] this batch's message (kept if parked), ARGV[7] token id,
 -- ARGV[8] prefix of the audience's token keys (same slot; read at a replace's swap and,
 -- for source-time audiences, to see whether a ts floor's token is still in process),
--- ARGV[9] now in ms, ARGV[10] source-time horizon in ms, ARGV[11] clock slack in ms
+-- ARGV[9] now in ms, ARGV[10] source-time horizon in ms, ARGV[11] clock slack in ms,
+-- ARGV[12] ops applied per call at most (the step)
+--
+-- A call applies at most one step of the batch's ops and records how far it got in the
+-- token hash (field applied:<batch>, "<ops>,<byte offset>"), atomically with their effects;
+-- it returns 'partial' until the last step, which ends the batch. The caller calls again
+-- until then. A step is short, so no other command waits long behind a 10,000-op batch,
+-- and a call redelivered after a crash goes on from the recorded step, applying nothing
+-- twice. The batch stays in the pending set until its last step (its own later ops need
+-- the tombstones its first steps would otherwise purge).
 --
 -- An op takes effect only when its version is above the id's stored version, so the op
 -- accepted last stands whatever order batches arrive in. A removed id keeps a tombstone
@@ -38,8 +47,9 @@
 -- dropped from them when it is found at their head.
 -- Returns {outcome, added, removed, superseded, token state, parked messages to release,
 -- tokens this call ended as REPLACED (only when 'applied'), stale}
--- with outcome applied | duplicate | parked | aborted (token gone, abandoned, replaced or a
--- failed replace) | missing (payload lost).
+-- with outcome applied | partial (a step applied; call again) | duplicate | parked |
+-- aborted (token gone, abandoned, replaced or a failed replace) | missing (payload lost).
+-- The counts are this call's own.
 local members, count_key, pending, tomb, token, done, payload_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local replace, shadow, shadow_n, shadow_tomb, parked, inprocess =
@@ -89,25 +99,43 @@ if kind == 'replace' then
 end
 
 local live = KEYS[1]
+local step = tonumber(ARGV[12])
+local progress_field = 'applied:' .. batch_no
+local from_op, pos = 0, 1
+local progress = redis.call('HGET', token, progress_field)
+if progress then
+  local comma = string.find(progress, ',', 1, true)
+  from_op = tonumber(string.sub(progress, 1, comma - 1))
+  pos = tonumber(string.sub(progress, comma + 1))
+end
+base = base + from_op
+local find = string.find
 local acts, ids, attrs, stamps, n = {}, {}, {}, {}, 0
 if timed then
-  for t, a, id, at in string.gmatch(payload, '(%d+)([+-])([^\t\n]*)\t([^\n]*)\n') do
+  while n < step do
+    local _, e, t, a, id, at = find(payload, '^(%d+)([+-])([^\t\n]*)\t([^\n]*)\n', pos)
+    if not e then break end
     n = n + 1
     stamps[n] = tonumber(t)
     acts[n] = a
     ids[n] = id
     attrs[n] = at
+    pos = e + 1
   end
 else
-  for a, id, at in string.gmatch(payload, '([+-])([^\t\n]*)\t([^\n]*)\n') do
+  while n < step do
+    local _, e, a, id, at = find(payload, '^([+-])([^\t\n]*)\t([^\n]*)\n', pos)
+    if not e then break end
     n = n + 1
     acts[n] = a
     ids[n] = id
     attrs[n] = at
+    pos = e + 1
   end
 end
+local last = n < step or pos > #payload
 
-redis.call('ZREM', pending, pending_member)
+if last then redis.call('ZREM', pending, pending_member) end
 local oldest = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
 local min_pending = nil
 if oldest[2] then min_pending = tonumber(oldest[2]) end
@@ -244,15 +272,21 @@ for _, id in ipairs(expired) do
   redis.call('ZREM', tomb, id)
 end
 
-redis.call('DEL', payload_key)
-redis.call('SETBIT', done, batch_no, 1)
-local ttl = redis.call('PTTL', token)
-if ttl > 0 then redis.call('PEXPIRE', done, ttl) end
 redis.call('HINCRBY', token, 'added', added)
 redis.call('HINCRBY', token, 'removed', removed)
 redis.call('HINCRBY', token, 'superseded', superseded)
 if stale ~= 0 then redis.call('HINCRBY', token, 'stale', stale) end
 if kept_delta ~= 0 then redis.call('HINCRBY', token, 'kept', kept_delta) end
+if not last then
+  redis.call('HSET', token, progress_field, string.format('%d,%d', from_op + n, pos))
+  return {'partial', added, removed, superseded, redis.call('HGET', token, 'state'), 0, {},
+    stale}
+end
+redis.call('HDEL', token, progress_field)
+redis.call('DEL', payload_key)
+redis.call('SETBIT', done, batch_no, 1)
+local ttl = redis.call('PTTL', token)
+if ttl > 0 then redis.call('PEXPIRE', done, ttl) end
 local failed = tonumber(redis.call('HGET', token, 'batches_failed') or '0')
 local finished = redis.call('HINCRBY', token, 'batches_applied', 1) + failed
 local total = tonumber(redis.call('HGET', token, 'batches_total'))
