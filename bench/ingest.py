@@ -1,5 +1,6 @@
 """Ingest over HTTP, timed from the first byte sent to every token APPLIED, and the
-fairness probe: small updates to another audience while a bulk ingest runs."""
+probes run during one: small updates to another audience (fairness) and the store's
+PING time."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import orjson
+import redis
 
 from bench import data
 
@@ -247,6 +249,45 @@ class Fairness:
         for sample in self.samples:  # seconds since ``origin`` (the bulk ingest's start)
             sample["sent"] = round(sample["sent"] - self.origin, 3)
         return summarise(self.samples, self.errors)
+
+
+class StorePing:
+    """PINGs the store every ``interval`` seconds on a connection of its own and records
+    each round trip: how long any command waits behind the store's running work (a
+    script blocks every other command). The bench process's own turn on a core is in it.
+    """
+
+    def __init__(self, client: redis.Redis, interval: float = 0.005) -> None:
+        self.client = client
+        self.interval = interval
+        self.times: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            sent = time.perf_counter()
+            self.client.ping()
+            self.times.append(time.perf_counter() - sent)
+            self._stop.wait(self.interval)
+
+    def start(self) -> StorePing:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        if not self.times:
+            return {"pings": 0}
+        return {
+            "pings": len(self.times),
+            "p50_ms": round(statistics.median(self.times) * 1000, 1),
+            "p99_ms": round(_pct(self.times, 0.99) * 1000, 1),
+            "max_ms": round(max(self.times) * 1000, 1),
+        }
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -254,6 +254,23 @@ def test_a_batch_half_applied_keeps_tombstones_its_own_later_steps_need(
     assert len(members) == size(store, audience) == APPLY_STEP * 2 - 1
 
 
+def test_the_batch_that_ends_the_need_for_tombstones_purges_all_of_them(
+    store: Store, audience: str
+) -> None:
+    """More tombstones fall due at a batch's end than one call purges: the batch purges
+    them over more calls and ends only then, leaving none behind."""
+    n = APPLY_STEP * 2 + 7
+    older = submit(store, audience, [add(f"m{i}") for i in range(n)])
+    newer = submit(store, audience, [remove(f"m{i}") for i in range(n)])
+    assert apply(store, audience, newer).outcome == "applied"
+    assert store.r.zcard(keys.tombstones(audience)) == n  # the older batch could resurrect
+    result = apply(store, audience, older)
+    assert (result.outcome, result.superseded, result.token_state) == ("applied", n, "APPLIED")
+    assert store.r.zcard(keys.tombstones(audience)) == 0
+    assert all_members(store, audience) == {}
+    assert size(store, audience) == 0
+
+
 def test_deduplicated_ops_are_counted_on_the_token(store: Store, audience: str) -> None:
     """Ops dropped by deduplication count as deduplicated; the counts still add up."""
     sub = submit(store, audience, [add("a", n=1), add("a", n=2), remove("b"), add("b")])

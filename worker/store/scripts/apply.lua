@@ -25,8 +25,9 @@
 -- it returns 'partial' until the last step, which ends the batch. The caller calls again
 -- until then. A step is short, so no other command waits long behind a 10,000-op batch,
 -- and a call redelivered after a crash goes on from the recorded step, applying nothing
--- twice. The batch stays in the pending set until its last step (its own later ops need
--- the tombstones its first steps would otherwise purge).
+-- twice. The batch stays in the pending set until its last step; meanwhile its next
+-- step's first version stands for it where tombstones are kept or purged. Tombstones are
+-- purged at most ARGV[5] per call; the batch ends only once none is left due.
 --
 -- An op takes effect only when its version is above the id's stored version, so the op
 -- accepted last stands whatever order batches arrive in. A removed id keeps a tombstone
@@ -133,12 +134,22 @@ else
     pos = e + 1
   end
 end
-local last = n < step or pos > #payload
+local ops_done = n < step or pos > #payload
 
-if last then redis.call('ZREM', pending, pending_member) end
-local oldest = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
+-- The oldest version still to come: of the other pending batches, and of this one's next
+-- step (its ops are distinct ids, so a step never needs a tombstone for the batch's own
+-- later ops; an older tombstone loses to those ops by version anyway).
+local oldest = redis.call('ZRANGE', pending, 0, 1, 'WITHSCORES')
 local min_pending = nil
-if oldest[2] then min_pending = tonumber(oldest[2]) end
+for j = 1, #oldest, 2 do
+  if oldest[j] ~= pending_member then
+    min_pending = tonumber(oldest[j + 1])
+    break
+  end
+end
+if not ops_done and (not min_pending or base + n < min_pending) then
+  min_pending = base + n
+end
 
 -- Source time: tombstones older than this can go; no op still to come is as old.
 local purge_before = 0
@@ -244,7 +255,7 @@ for s = 1, #tombs, ARGS do
 end
 if delta ~= 0 then redis.call('INCRBY', count_key, delta) end
 
-local expired
+local expired, purged
 if timed then
   expired = redis.call('ZRANGEBYSCORE', tomb, '-inf', '(' .. string.format('%d', purge_before),
     'LIMIT', 0, purge_limit)
@@ -257,6 +268,7 @@ if timed then
     end
     redis.call('ZREM', tomb, id)
   end
+  purged = #expired
   expired = {}
 elseif min_pending then
   expired = redis.call('ZRANGEBYSCORE', tomb, '-inf', '(' .. string.format('%d', min_pending),
@@ -264,6 +276,7 @@ elseif min_pending then
 else
   expired = redis.call('ZRANGE', tomb, 0, purge_limit - 1)
 end
+purged = purged or #expired
 for _, id in ipairs(expired) do
   local score = redis.call('ZSCORE', tomb, id)
   if redis.call('HGET', members, id) == string.format('%d-', tonumber(score)) then
@@ -277,12 +290,15 @@ redis.call('HINCRBY', token, 'removed', removed)
 redis.call('HINCRBY', token, 'superseded', superseded)
 if stale ~= 0 then redis.call('HINCRBY', token, 'stale', stale) end
 if kept_delta ~= 0 then redis.call('HINCRBY', token, 'kept', kept_delta) end
-if not last then
+-- The batch ends once its ops are all applied and no more tombstones are due (a call
+-- that purged as many as it may leaves the rest to the next call).
+if not ops_done or purged >= purge_limit then
   redis.call('HSET', token, progress_field, string.format('%d,%d', from_op + n, pos))
   return {'partial', added, removed, superseded, redis.call('HGET', token, 'state'), 0, {},
     stale}
 end
 redis.call('HDEL', token, progress_field)
+redis.call('ZREM', pending, pending_member)
 redis.call('DEL', payload_key)
 redis.call('SETBIT', done, batch_no, 1)
 local ttl = redis.call('PTTL', token)
