@@ -91,8 +91,8 @@ if kind ~= 'replace' and redis.call('HGET', token, 'waits_for_replace') == '1'
   redis.call('RPUSH', parked, ARGV[6])
   return {'parked', 0, 0, 0, state, 0}
 end
-local payload = redis.call('GET', payload_key)
-if not payload then
+local payload_len = redis.call('STRLEN', payload_key)
+if payload_len == 0 then
   return {'missing', 0, 0, 0, state, releasable()}
 end
 if kind == 'replace' then
@@ -112,29 +112,42 @@ end
 base = base + from_op
 local find = string.find
 local acts, ids, attrs, stamps, n = {}, {}, {}, {}, 0
-if timed then
-  while n < step do
-    local _, e, t, a, id, at = find(payload, '^(%d+)([+-])([^\t\n]*)\t([^\n]*)\n', pos)
-    if not e then break end
-    n = n + 1
-    stamps[n] = tonumber(t)
-    acts[n] = a
-    ids[n] = id
-    attrs[n] = at
-    pos = e + 1
+-- The step's lines from ``chunk`` (the payload from byte ``pos``); returns bytes read.
+local function parse(chunk)
+  local at_byte = 1
+  if timed then
+    while n < step do
+      local _, e, t, a, id, at = find(chunk, '^(%d+)([+-])([^\t\n]*)\t([^\n]*)\n', at_byte)
+      if not e then break end
+      n = n + 1
+      stamps[n] = tonumber(t)
+      acts[n] = a
+      ids[n] = id
+      attrs[n] = at
+      at_byte = e + 1
+    end
+  else
+    while n < step do
+      local _, e, a, id, at = find(chunk, '^([+-])([^\t\n]*)\t([^\n]*)\n', at_byte)
+      if not e then break end
+      n = n + 1
+      acts[n] = a
+      ids[n] = id
+      attrs[n] = at
+      at_byte = e + 1
+    end
   end
-else
-  while n < step do
-    local _, e, a, id, at = find(payload, '^([+-])([^\t\n]*)\t([^\n]*)\n', pos)
-    if not e then break end
-    n = n + 1
-    acts[n] = a
-    ids[n] = id
-    attrs[n] = at
-    pos = e + 1
-  end
+  return at_byte - 1
 end
-local ops_done = n < step or pos > #payload
+-- Only the part a step needs is read: a window of the payload (all of the rest when a
+-- line is longer than the window).
+local WINDOW = 524288
+local read = parse(redis.call('GETRANGE', payload_key, pos - 1, pos + WINDOW - 2))
+if n == 0 and pos + WINDOW - 1 <= payload_len then
+  read = parse(redis.call('GETRANGE', payload_key, pos - 1, -1))
+end
+pos = pos + read
+local ops_done = n == 0 or pos > payload_len
 
 -- The oldest version still to come: of the other pending batches, and of this one's next
 -- step (its ops are distinct ids, so a step never needs a tombstone for the batch's own
