@@ -44,12 +44,18 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from producer.offload import default_processes
+
     configure_logging(get_settings().log_format)
     samples = None
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Before any process imports prometheus-client: /metrics then adds up all of them.
         samples = tempfile.mkdtemp(prefix="audiences-api-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = samples
+    if args.workers > 1 and "AUDIENCES_VALIDATION_PROCESSES" not in os.environ:
+        # Each API process has its own validation pool: the cores are shared among them.
+        shares = max(1, default_processes() // args.workers)
+        os.environ["AUDIENCES_VALIDATION_PROCESSES"] = str(shares)
     try:
         uvicorn.run(
             "producer.api.app:create_api",

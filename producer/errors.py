@@ -34,6 +34,10 @@ class ApiError(Exception):
         if headers:
             self.headers = {**(type(self).headers or {}), **headers}  # type: ignore[misc]
 
+    def __reduce__(self) -> tuple[type[ApiError], tuple[str, list[Problem], dict[str, str] | None]]:
+        """Pickled whole, details included (large inputs are validated in other processes)."""
+        return type(self), (self.message, self.details, self.__dict__.get("headers"))
+
 
 class Unauthorized(ApiError):
     """No API key, or one we do not know."""

@@ -30,6 +30,7 @@ from producer.errors import (
 from producer.identifiers import EXTERNAL, IdType
 from producer.metrics import OPS_ACCEPTED
 from producer.ndjson import blocks_of, encode_block
+from producer.offload import Offload
 from producer.source_time import ACCEPTED, Ordering, erasure_ts
 from producer.validation import MAX_OPS_PER_REQUEST, MEMBERS_BODY, Problem, problems_from
 from worker.broker import queue_for
@@ -71,11 +72,57 @@ class _Upload:
     problems: list[Problem] = field(default_factory=list)
 
 
+def members_batch(body: bytes, id_type: IdType, ordering: Ordering, now_ms: int) -> Batch:
+    """A ``{"ids": [...]}`` body validated and deduplicated into one batch.
+
+    Raises :class:`InvalidRequest` or :class:`TooManyIds` with every problem located. A
+    plain function of its arguments: :class:`Offload` runs it in another process.
+    """
+    try:
+        encoded = encode_body(body, id_type, ordering, now_ms)
+    except PydanticValidationError as exc:
+        raise _invalid_members(exc) from None
+    if encoded.problems:
+        raise InvalidRequest(
+            "Some ops are invalid; nothing was accepted. Fix them and send the request again.",
+            [
+                Problem(f"ids.{index}.{p.loc}", p.code, p.message)
+                for index, p in encoded.problems[:MAX_PROBLEMS]
+            ],
+        )
+    return deduplicate(encoded)
+
+
+def block_batch(
+    lines: list[bytes],
+    first_line: int,
+    id_type: IdType,
+    ordering: Ordering,
+    started_ms: int,
+    *,
+    keep: bool,
+) -> tuple[Batch | None, list[Problem]]:
+    """One NDJSON block validated, and deduplicated into a batch when it is valid and
+    ``keep`` (false once the upload has a problem: only its problems matter then). A plain
+    function of its arguments, like :func:`members_batch`."""
+    encoded, problems = encode_block(lines, first_line, id_type, ordering, started_ms)
+    if problems or not keep:
+        return None, problems
+    return deduplicate(encoded), []
+
+
 class Producer:
-    def __init__(self, store: Store, publisher: Publisher, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        publisher: Publisher,
+        settings: Settings,
+        offload: Offload | None = None,
+    ) -> None:
         self.store = store
         self.publisher = publisher
         self.settings = settings
+        self.offload = offload or Offload.inline()
 
     def require_audience(
         self, account: str, audience_id: str, *, replace: bool = False
@@ -136,19 +183,7 @@ class Producer:
         id_type, ordering = self.require_audience(account, audience_id)
         self.check_callback(callback_url)
         now_ms = int(time.time() * 1000)
-        try:
-            encoded = encode_body(body, id_type, ordering, now_ms)
-        except PydanticValidationError as exc:
-            raise _invalid_members(exc) from None
-        if encoded.problems:
-            raise InvalidRequest(
-                "Some ops are invalid; nothing was accepted. Fix them and send the request again.",
-                [
-                    Problem(f"ids.{index}.{p.loc}", p.code, p.message)
-                    for index, p in encoded.problems[:MAX_PROBLEMS]
-                ],
-            )
-        batch = deduplicate(encoded)
+        batch = self.offload.run(len(body), members_batch, body, id_type, ordering, now_ms)
         if validate_only:
             return DryRun(batch.received, batch.deduplicated)
         token = new_token()
@@ -289,13 +324,19 @@ class Producer:
     def _take_block(self, audience_id: str, upload: _Upload, lines: list[bytes]) -> None:
         first_line = upload.received + 1
         upload.received += len(lines)
-        encoded, problems = encode_block(
-            lines, first_line, upload.id_type, upload.ordering, upload.started_ms
+        batch, problems = self.offload.run(
+            sum(map(len, lines)),
+            block_batch,
+            lines,
+            first_line,
+            upload.id_type,
+            upload.ordering,
+            upload.started_ms,
+            keep=not upload.problems,
         )
         upload.problems.extend(problems)
-        if upload.problems:
+        if batch is None:
             return  # Invalid: nothing more is staged; keep reading only to report problems.
-        batch: Batch = deduplicate(encoded)
         if upload.stage:
             self.store.stage_batch(
                 audience_id, upload.token, len(upload.batch_sizes), batch.payload

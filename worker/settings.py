@@ -52,6 +52,18 @@ class Settings(BaseSettings):
         default=1_000, description="Submissions of at most this many ops go to the small queue."
     )
     max_json_body_bytes: int = 64 * 1024 * 1024
+    validation_processes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Processes per API process that validate large inputs (producer/offload.py);"
+        " unset: one per core, at most 4; 0: validate in the API process itself.",
+    )
+    validation_offload_bytes: int = Field(
+        default=256 * 1024,
+        ge=0,
+        description="A members body or NDJSON block of at least this many bytes is validated"
+        " in those processes; a smaller one in the API process.",
+    )
     max_ndjson_line_bytes: int = 1024 * 1024
 
     visibility_timeout: int = Field(default=90, ge=10)

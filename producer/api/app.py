@@ -19,6 +19,7 @@ from producer.api.responses import Json
 from producer.api.routes import router
 from producer.api.spec import finish_openapi
 from producer.metrics import MetricsMiddleware, metrics_endpoint
+from producer.offload import Offload
 from producer.submit import Producer
 from worker.logs import trace_id_var
 from worker.publish import Publisher
@@ -77,8 +78,11 @@ def create_api(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.store = store
         app.state.publisher = publisher
-        app.state.producer = Producer(store, publisher, settings)
+        offload = Offload.from_settings(settings)
+        offload.start()
+        app.state.producer = Producer(store, publisher, settings, offload)
         yield
+        offload.close()
         store.close()
 
     app = FastAPI(
