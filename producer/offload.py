@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -38,6 +39,19 @@ def default_processes() -> int:
 def _ready() -> None:
     """Runs in each new process once: importing the validation code happens at start."""
     import producer.submit  # noqa: F401
+
+
+def _exit_with(parent: int) -> None:
+    """Each pool process ends when the API process does, however that ends: a killed one
+    cannot shut its pool down, and its processes hold their queue's pipe open themselves,
+    so they would wait for work forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 class Offload:
@@ -86,16 +100,20 @@ class Offload:
             return fn(*args, **kwargs)
 
     def close(self) -> None:
+        """Stop the processes and wait for them (an input in flight is finished first)."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
-                    self.processes, mp_context=multiprocessing.get_context("spawn")
+                    self.processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_with,
+                    initargs=(os.getpid(),),
                 )
             return self._pool
 

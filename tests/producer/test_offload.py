@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -120,3 +123,35 @@ def test_api_errors_survive_pickling_with_their_details_and_headers() -> None:
     assert (type(again), again.message, again.details) == (InvalidRequest, "bad", error.details)
     challenge = pickle.loads(pickle.dumps(Unauthorized("who?", headers={"X-Extra": "1"})))
     assert challenge.headers == {**(Unauthorized.headers or {}), "X-Extra": "1"}
+
+
+def test_pool_processes_end_when_their_api_process_is_killed(tmp_path: Path) -> None:
+    """A SIGKILLed API process cannot shut its pool down: the processes end by themselves."""
+    script = (
+        "import os, sys, time\n"
+        "from producer.offload import Offload\n"
+        "pool = Offload(2, min_bytes=0)\n"
+        "pids = {pool.run(1, os.getpid) for _ in range(20)}\n"
+        "print(' '.join(map(str, pids)), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    pids = [int(pid) for pid in proc.stdout.readline().split()]
+    assert pids and os.getpid() not in pids
+    proc.kill()
+    proc.wait(10)
+    proc.stdout.close()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in pids), pids
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
