@@ -12,8 +12,8 @@ from worker.store.base import StoreBase, now_iso, text
 # Ops one apply call applies at most (see apply.lua): a 10,000-op batch is applied in five
 # short calls, so commands of other clients (a small update's accept, the broker's pops)
 # wait a few milliseconds behind it instead of the whole batch's 30-80 ms. Each call
-# costs its own checks, AOF write and fsync: 1,000-op steps cost a quarter of the
-# throughput end to end on this machine.
+# costs its own checks, AOF write and fsync, so a step is not smaller than it must be
+# (README, "Small updates: the store's single thread and the API's GIL").
 APPLY_STEP = 2_000
 # Tombstones one apply call purges at most, bounded like the step and for the same reason.
 TOMBSTONE_PURGE_LIMIT = APPLY_STEP

@@ -92,7 +92,7 @@ if kind ~= 'replace' and redis.call('HGET', token, 'waits_for_replace') == '1'
   return {'parked', 0, 0, 0, state, 0}
 end
 local payload_len = redis.call('STRLEN', payload_key)
-if payload_len == 0 then
+if payload_len == 0 and redis.call('EXISTS', payload_key) == 0 then
   return {'missing', 0, 0, 0, state, releasable()}
 end
 if kind == 'replace' then
@@ -113,29 +113,21 @@ base = base + from_op
 local find = string.find
 local acts, ids, attrs, stamps, n = {}, {}, {}, {}, 0
 -- The step's lines from ``chunk`` (the payload from byte ``pos``); returns bytes read.
+-- A source-time line starts with its ts digits; any other line's first capture is an
+-- empty position capture (its number is never read: stamps are read only when timed).
+local line = timed and '^(%d+)([+-])([^\t\n]*)\t([^\n]*)\n'
+  or '^()([+-])([^\t\n]*)\t([^\n]*)\n'
 local function parse(chunk)
   local at_byte = 1
-  if timed then
-    while n < step do
-      local _, e, t, a, id, at = find(chunk, '^(%d+)([+-])([^\t\n]*)\t([^\n]*)\n', at_byte)
-      if not e then break end
-      n = n + 1
-      stamps[n] = tonumber(t)
-      acts[n] = a
-      ids[n] = id
-      attrs[n] = at
-      at_byte = e + 1
-    end
-  else
-    while n < step do
-      local _, e, a, id, at = find(chunk, '^([+-])([^\t\n]*)\t([^\n]*)\n', at_byte)
-      if not e then break end
-      n = n + 1
-      acts[n] = a
-      ids[n] = id
-      attrs[n] = at
-      at_byte = e + 1
-    end
+  while n < step do
+    local _, e, t, a, id, at = find(chunk, line, at_byte)
+    if not e then break end
+    n = n + 1
+    stamps[n] = tonumber(t)
+    acts[n] = a
+    ids[n] = id
+    attrs[n] = at
+    at_byte = e + 1
   end
   return at_byte - 1
 end
