@@ -66,9 +66,13 @@ class BenchStack:
         concurrency: int = 2,
         appendfsync: str = "always",
         separate_broker: bool = False,
+        settings: dict[str, str] | None = None,
     ) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="audiences-bench-"))
         self.concurrency = concurrency
+        # AUDIENCES_* variables for the API and the worker, e.g. {"VALIDATION_NICENESS": "0"}:
+        # the environment's own are dropped, so a benchmark never runs on a stray setting.
+        self.overrides = {f"AUDIENCES_{k.upper()}": v for k, v in (settings or {}).items()}
         # The product's embedded store, as configured for production (AOF, fsync always).
         self.valkey = EmbeddedValkey(self.root / "valkey", appendfsync=appendfsync)
         # By default the broker is the store's server, next database (the product's default).
@@ -96,7 +100,7 @@ class BenchStack:
             "AUDIENCES_REDIS_URL": self.valkey.url,
             "AUDIENCES_BROKER_URL": self.settings.require_broker(),
             "PYTHONUNBUFFERED": "1",
-        }
+        } | self.overrides
         self.env = env
         port = free_port()
         self.worker = self._spawn(

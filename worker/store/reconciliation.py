@@ -98,8 +98,16 @@ class Reconciliation(StoreBase):
         )
 
     def mark_published(self, audience_id: str, token_id: str) -> None:
-        """Every message of the token has been sent (the reconciler compares against it)."""
-        self.r.hset(keys.token(audience_id, token_id), "published_at", f"{time.time():.3f}")
+        """Every message of the token has been sent (the reconciler compares against it).
+
+        It also puts the audience in the reconciler's index again, in the same round trip:
+        the reconciler may have found it idle and dropped it between the registration
+        before the accept and the accept itself.
+        """
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(keys.token(audience_id, token_id), "published_at", f"{time.time():.3f}")
+        self.register_for_reconcile(audience_id, pipe)
+        pipe.execute()
 
     def mark_republished(
         self, audience_id: str, token_id: str, batch_no: int | None, at: float

@@ -56,34 +56,19 @@ class Submissions(StoreBase):
     ) -> list[int]:
         """Register a token and reserve its versions; returns each batch's first version.
 
-        ``payload`` stages a one-batch submission's payload with the first registration,
-        in one round trip (a small update waits for each round trip behind whatever the
-        server and this process are doing, so it makes as few as it can).
+        ``payload`` stages a one-batch submission's payload with the registration. It is
+        all one round trip: a small update waits for each round trip behind whatever the
+        server and this process are doing, so it makes as few as it can.
 
-        The audience is put in the reconciler's index before (and again after) the
-        accept, so no accepted batch is ever outside it. A callback is put on the
-        webhook schedule at once, due after ``redeliver_after``: if the prompt
-        scheduling at completion is lost, the pump still finds it then.
+        The audience is put in the reconciler's index before the accept, and again by
+        :meth:`mark_published` after it, so no accepted batch is ever outside it. A
+        callback is put on the webhook schedule at once, due after ``redeliver_after``:
+        if the prompt scheduling at completion is lost, the pump still finds it then.
         ``ts_floor`` (source-time audiences: the oldest ts the API let through, in ms)
         marks the token as ordered by source time; its removals' tombstones are kept
         while it is in process. Raises :class:`AudienceNotReady` for a replace while
         another replace runs.
         """
-        pipe = self.r.pipeline(transaction=False)
-        if payload is not None:
-            self._stage(pipe, audience_id, token_id, 0, payload)
-        self.register_for_reconcile(audience_id, pipe)
-        if callback_url:
-            pipe.zadd(
-                keys.webhooks_due(),
-                {f"{audience_id}\t{token_id}": time.time() + self.settings.redeliver_after_s},
-            )
-        pipe.set(
-            keys.token_index(token_id),
-            f"{account}\t{audience_id}",
-            ex=self.settings.token_retention_seconds,
-        )
-        pipe.execute()
         fields: list[str | int] = []
         for name, value in {
             "state": "IN_PROCESS",
@@ -108,27 +93,40 @@ class Submissions(StoreBase):
             ),
         }.items():
             fields += [name, value]
-        first = int(
-            self.scripts.accept(
-                keys=keys.accept_keys(audience_id, token_id, len(batch_sizes)),
-                args=[
-                    token_id,
-                    sum(batch_sizes),
-                    self.settings.token_retention_seconds,
-                    kind,
-                    int(time.time() * 1000),
-                    *fields,
-                    "--",
-                    *batch_sizes,
-                ],
+        args = [
+            token_id,
+            sum(batch_sizes),
+            self.settings.token_retention_seconds,
+            kind,
+            int(time.time() * 1000),
+            *fields,
+            "--",
+            *batch_sizes,
+        ]
+
+        def build(pipe: Any) -> None:
+            # Sets and sorted-set adds, each harmless if sent twice (see Scripts.after).
+            if payload is not None:
+                self._stage(pipe, audience_id, token_id, 0, payload)
+            self.register_for_reconcile(audience_id, pipe)
+            if callback_url:
+                pipe.zadd(
+                    keys.webhooks_due(),
+                    {f"{audience_id}\t{token_id}": time.time() + self.settings.redeliver_after_s},
+                )
+            pipe.set(
+                keys.token_index(token_id),
+                f"{account}\t{audience_id}",
+                ex=self.settings.token_retention_seconds,
             )
-        )
+
+        accept_keys = keys.accept_keys(audience_id, token_id, len(batch_sizes))
+        first = int(self.scripts.after(build, self.scripts.accept, accept_keys, args))
         if first < 0:
             self.r.delete(keys.token_index(token_id))
             raise {-1: AudienceNotReady, -2: AudienceMissing, -3: AudienceArchived}[first](
                 audience_id
             )
-        self.register_for_reconcile(audience_id)
         bases, base = [], first
         for size in batch_sizes:
             bases.append(base)
