@@ -255,7 +255,14 @@ class StorePing:
     """PINGs the store every ``interval`` seconds on a connection of its own and records
     each round trip: how long any command waits behind the store's running work (a
     script blocks every other command). The bench process's own turn on a core is in it.
+
+    The server's own view comes with it: its latency monitor's events of at least
+    ``STALL_MS`` meanwhile (``command``: a command that long, mostly apply steps;
+    ``aof-fsync-always``: an fsync of the append-only file that long), with their count,
+    longest and total milliseconds.
     """
+
+    STALL_MS = 10
 
     def __init__(self, client: redis.Redis, interval: float = 0.005) -> None:
         self.client = client
@@ -272,6 +279,8 @@ class StorePing:
             self._stop.wait(self.interval)
 
     def start(self) -> StorePing:
+        self.client.config_set("latency-monitor-threshold", self.STALL_MS)
+        self.client.execute_command("LATENCY", "RESET")
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -280,13 +289,25 @@ class StorePing:
         self._stop.set()
         if self._thread:
             self._thread.join()
+        # Valkey answers event, last time, last ms, max ms, total ms, count (Redis 7: the
+        # first four only).
+        stalls = {
+            row[0].decode(): {
+                "count": row[5] if len(row) > 5 else None,
+                "max_ms": row[3],
+                "total_ms": row[4] if len(row) > 4 else None,
+            }
+            for row in self.client.execute_command("LATENCY", "LATEST")
+        }
+        self.client.config_set("latency-monitor-threshold", 0)
         if not self.times:
-            return {"pings": 0}
+            return {"pings": 0, "stalls": stalls}
         return {
             "pings": len(self.times),
             "p50_ms": round(statistics.median(self.times) * 1000, 1),
             "p99_ms": round(_pct(self.times, 0.99) * 1000, 1),
             "max_ms": round(max(self.times) * 1000, 1),
+            "stalls": stalls,
         }
 
 

@@ -42,19 +42,28 @@ class _StorePerProcess:
         return self._store
 
 
-def record_consumed(store: Store, task: Task) -> None:
-    """Tell the reconciler how far the task's queue has been consumed (see reconcile.py).
-
-    Best effort: a store that is down now fails the apply that follows anyway.
-    """
+def consumed(task: Task) -> tuple[str, float] | None:
+    """The queue the task's message came from and when it was sent, if it says."""
     queue = (task.request.delivery_info or {}).get("routing_key")
     sent_at = task.request.get("sent_at")
     if not queue or not isinstance(sent_at, int | float):
+        return None
+    return queue, float(sent_at)
+
+
+def record_consumed(store: Store, task: Task) -> None:
+    """Tell the reconciler how far the task's queue has been consumed (see reconcile.py).
+
+    Best effort: a store that is down now fails the step that follows anyway. A batch's
+    apply records it with its delivery instead, in the same round trip.
+    """
+    where = consumed(task)
+    if where is None:
         return
     try:
-        store.record_consumed(queue, float(sent_at))
+        store.record_consumed(*where)
     except STORE_UNREACHABLE:
-        log.warning("could not record the consumption of %s", queue)
+        log.warning("could not record the consumption of %s", where[0])
 
 
 def create_app(settings: Settings | None = None, *, consumer: bool = True) -> Celery:
@@ -78,17 +87,22 @@ def create_app(settings: Settings | None = None, *, consumer: bool = True) -> Ce
     def apply_batch_task(self: Task, message: dict[str, Any]) -> None:
         trace_id_var.set(self.request.get("trace_id"))
         store = stores.get()
-        record_consumed(store, self)
         try:
             msg = ApplyBatch.model_validate(message)
         except ValueError as exc:
+            record_consumed(store, self)
             dead_letter(store, message, f"invalid message: {exc}", publish)
             return
+        where = consumed(self)
 
         def apply() -> Any:
             with metrics.APPLY_SECONDS.time():
                 return apply_batch(
-                    store, msg, max_deliveries=settings.max_deliveries, publish=publish
+                    store,
+                    msg,
+                    max_deliveries=settings.max_deliveries,
+                    publish=publish,
+                    consumed=where,
                 )
 
         try:

@@ -30,8 +30,12 @@ def apply_batch(
     *,
     max_deliveries: int,
     publish: Callable[[list[ApplyBatch]], None],
+    consumed: tuple[str, float] | None = None,
 ) -> ApplyResult | None:
     """Apply ``msg``'s batch once, whatever number of times it is delivered.
+
+    ``consumed``: the message's queue and send time, recorded for the reconciler with the
+    delivery (see ``Store.record_consumed``).
 
     Celery on Redis does not count deliveries, so the store does: a batch delivered
     more than ``max_deliveries`` times (say, one that kills its worker each time) is
@@ -39,7 +43,7 @@ def apply_batch(
     gone (expired or abandoned at submit): there is nothing left to apply.
     """
     ids = {"audience_id": msg.audience_id, "token": msg.token, "batch": msg.batch}
-    deliveries = store.count_delivery(msg.audience_id, msg.token, msg.batch)
+    deliveries = store.count_delivery(msg.audience_id, msg.token, msg.batch, consumed)
     if deliveries == 0:
         log.info("token gone, batch dropped", extra=ids)
         return None

@@ -77,3 +77,19 @@ def test_a_server_that_lost_its_scripts_still_accepts_and_stages_once(store: Sto
     # The versions were reserved once: the next accept follows straight after this one.
     _, next_base = accept_one(store, audience)
     assert next_base == base + 1
+
+
+def test_a_delivery_and_its_queues_consumption_are_one_round_trip(store: Store) -> None:
+    """The worker's first store call for a batch also tells the reconciler how far its
+    queue has been consumed (without it, a queued batch could be sent again)."""
+    audience = str(store.create_audience(ACCOUNT, "rt-delivery", None)["id"])
+    token, _ = accept_one(store, audience)
+    queue = f"rt-{secrets.token_hex(4)}"  # not a real queue: the running workers' marks stay
+    with round_trips() as sent:
+        deliveries = store.count_delivery(audience, token, 0, (queue, 1_700_000_000.5))
+    assert (sent[0], deliveries) == (1, 1)
+    watermark, started = store.consumption()
+    assert watermark[queue] == 1_700_000_000.5
+    assert queue in started
+    store.r.zrem(keys.consumed_watermark(), queue)
+    store.r.zrem(keys.consumed_at(), queue)

@@ -34,14 +34,26 @@ class ApplyResult:
 class Applying(StoreBase):
     """The worker's side: each batch applies once, last action wins (see apply.lua)."""
 
-    def count_delivery(self, audience_id: str, token_id: str, batch_no: int) -> int:
-        """Count one delivery of a batch (Redis does not); 0 when the token is gone."""
+    def count_delivery(
+        self,
+        audience_id: str,
+        token_id: str,
+        batch_no: int,
+        consumed: tuple[str, float] | None = None,
+    ) -> int:
+        """Count one delivery of a batch (Redis does not); 0 when the token is gone.
+
+        ``consumed`` (the message's queue and send time) is recorded for the reconciler in
+        the same round trip (see :meth:`record_consumed`).
+        """
         token_key = keys.token(audience_id, token_id)
         pipe = self.r.pipeline(transaction=False)
         pipe.exists(token_key)
         pipe.hincrby(token_key, f"deliveries:{batch_no}", 1)
         pipe.hset(token_key, f"delivered:{batch_no}", f"{time.time():.3f}")
-        exists, count, _ = pipe.execute()
+        if consumed is not None:
+            self.record_consumed(*consumed, pipe=pipe)
+        exists, count = pipe.execute()[:2]
         if not exists:
             self.r.delete(token_key)
             return 0

@@ -75,16 +75,19 @@ class Reconciliation(StoreBase):
             )
         )
 
-    def record_consumed(self, queue: str, sent_at: float) -> None:
-        """A worker started a message of ``queue`` that was sent at ``sent_at``.
+    def record_consumed(self, queue: str, sent_at: float, pipe: Any = None) -> None:
+        """A worker started a message of ``queue`` that was sent at ``sent_at`` (on
+        ``pipe``, a pipeline, if given: the caller executes it).
 
         Queues are first in, first out: once a message sent at T is started, every
         message sent to that queue before T has been taken off it.
         """
-        pipe = self.r.pipeline(transaction=False)
+        own = pipe is None
+        pipe = self.r.pipeline(transaction=False) if own else pipe
         pipe.zadd(keys.consumed_watermark(), {queue: sent_at}, gt=True)
         pipe.zadd(keys.consumed_at(), {queue: time.time()})
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def consumption(self) -> tuple[dict[str, float], dict[str, float]]:
         """(latest send time started, latest start time) per queue."""
