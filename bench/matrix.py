@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
         stack.start()
         assert stack.r is not None
+        results["meta"]["settle_seconds"] = stack.settle()
         results["store_limit"] = _interleaved(stack, n, inputs, blocks, results["shapes"])
         console.log(f"store limit: {results['store_limit']['ids_per_s']:,} ids/s")
         for shape in shapes:
@@ -318,7 +319,8 @@ def print_table(results: dict[str, Any], console: Console | None = None) -> None
             f"Small 100-op updates during the Batch shape's JSON ingest (n={fairness['updates']}):"
             f" p50 {fairness['p50_s']:.3f} s, p99 {fairness['p99_s']:.3f} s,"
             f" max {fairness['max_s']:.3f} s (API answer p50 {fairness['accept_p50_s']:.3f} s,"
-            f" p99 {fairness['accept_p99_s']:.3f} s)"
+            f" p99 {fairness['accept_p99_s']:.3f} s); marked APPLIED in the store p50"
+            f" {fairness.get('stored_p50_s', 0):.3f} s, p99 {fairness.get('stored_p99_s', 0):.3f} s"
         )
     ping = results.get("store_ping_batch_doc_json")
     if ping and ping.get("pings"):

@@ -250,7 +250,7 @@ class BenchStack:
     def pids(self) -> dict[str, list[int]]:
         assert self.api and self.worker and self.valkey.process
         pids = {
-            "api": [self.api.pid],
+            "api": [self.api.pid, *children_of(self.api.pid)],  # with its validation pool
             "worker": [self.worker.pid, *children_of(self.worker.pid)],
             "valkey": [self.valkey.process.pid],
             "bench": [os.getpid()],
@@ -258,6 +258,19 @@ class BenchStack:
         if self.broker is not None and self.broker.process is not None:
             pids["broker"] = [self.broker.process.pid]
         return pids
+
+    def settle(self, timeout: float = 30, busy: float = 0.05) -> float:
+        """Wait until the stack's processes use under ``busy`` of a core over a second: the
+        API's validation pool and the worker's children finish starting (they import in the
+        background) before anything is measured. Returns the seconds waited."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            before = self.cpu()
+            time.sleep(1)
+            share = cpu_share(before, self.cpu())
+            if sum(used for name, used in share.items() if name != "bench") < busy:
+                break
+        return round(time.monotonic() - started, 1)
 
     def cpu(self) -> CpuSample:
         return CpuSample(
