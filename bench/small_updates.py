@@ -92,7 +92,5 @@ with BenchStack() as st:
     for name, i in (("api", 0), ("queue", 1), ("apply", 2), ("total", 3)):
         v = sorted(r[i] for r in rows)
         p99 = v[max(0, int(len(v) * 0.99) - 1)]
-        print(
-            f"{name:6s} p50 {statistics.median(v):.3f} p99 {p99:.3f} max {v[-1]:.3f} n={len(v)}"
-        )
+        print(f"{name:6s} p50 {statistics.median(v):.3f} p99 {p99:.3f} max {v[-1]:.3f} n={len(v)}")
     print(st.script_stats())

@@ -45,8 +45,10 @@ def crash_worker_mid_run(stack: FaultStack, driver: Driver, seed: int) -> list[s
     backlog = [driver.members(a, ops) for a, ops in requests[:20]]
     stack.resume_consuming()
     wait_until(
-        lambda: stack.unacked() >= 1
-        and any(stack.deliveries(a.audience, a.token) for a in driver.model.accepted),
+        lambda: (
+            stack.unacked() >= 1
+            and any(stack.deliveries(a.audience, a.token) for a in driver.model.accepted)
+        ),
         timeout=30,
         interval=0.002,
         what="the worker to start on the backlog and hold messages",

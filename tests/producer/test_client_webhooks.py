@@ -11,6 +11,7 @@ from worker.webhook_signing import audiences_signature
 def signature(secret: str, timestamp: int, body: bytes) -> str:
     return audiences_signature([secret], timestamp, body)
 
+
 BODY = b'{"indexing_token":"t","indexing_state":"APPLIED"}'
 NOW = 1_700_000_000
 

@@ -167,8 +167,9 @@ def test_flower_shows_the_worker_and_an_apply_task(
         raise
     browser.screenshot(ARTIFACTS / "flower-tasks.png")
     browser.get(f"http://{AUTH[0]}:{AUTH[1]}@{host}/task/{task_id}")
-    wait_until(lambda: f"token={token}" in browser.source(), timeout=30,
-               what="the task's arguments")
+    wait_until(
+        lambda: f"token={token}" in browser.source(), timeout=30, what="the task's arguments"
+    )
     page = browser.source()
     assert f"audience={audience}" in page and "batch=0" in page and "SUCCESS" in page
     assert "member-secret-42" not in page
