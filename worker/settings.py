@@ -47,7 +47,13 @@ class Settings(BaseSettings):
     )
     redis_cluster: bool = Field(default=False, description="The store is a Redis Cluster.")
 
-    batch_size: int = Field(default=10_000, ge=1, le=10_000)
+    batch_size: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000,
+        description="Ops per batch of an NDJSON upload; a JSON members request (at most 10,000"
+        " ops) is always one batch.",
+    )
     small_batch_max: int = Field(
         default=1_000, description="Submissions of at most this many ops go to the small queue."
     )
