@@ -217,7 +217,7 @@ class Fairness:
             return
         # When the store marked it APPLIED (the worker's clock, this machine's): the polls
         # every 20 ms add their own lag to ``applied_s``, not to this.
-        stored = datetime.fromisoformat(status["applied_at"].replace("Z", "+00:00")).timestamp()
+        stored = datetime.fromisoformat(status["applied_at"]).timestamp()
         with self._lock:
             self.samples.append(
                 {
@@ -325,6 +325,7 @@ def _pct(values: list[float], q: float) -> float:
 def summarise(samples: list[dict[str, float]], errors: list[str]) -> dict[str, Any]:
     applied = [s["applied_s"] for s in samples]
     accepted = [s["accept_s"] for s in samples]
+    stored = [s["stored_applied_s"] for s in samples]
     out: dict[str, Any] = {"updates": len(samples), "errors": errors[:10]}
     if applied:
         out |= {
@@ -333,10 +334,6 @@ def summarise(samples: list[dict[str, float]], errors: list[str]) -> dict[str, A
             "max_s": round(max(applied), 3),
             "accept_p50_s": round(statistics.median(accepted), 3),
             "accept_p99_s": round(_pct(accepted, 0.99), 3),
-        }
-    stored = [s["stored_applied_s"] for s in samples if "stored_applied_s" in s]
-    if stored:
-        out |= {
             "stored_p50_s": round(statistics.median(stored), 3),
             "stored_p99_s": round(_pct(stored, 0.99), 3),
         }

@@ -320,7 +320,7 @@ def print_table(results: dict[str, Any], console: Console | None = None) -> None
             f" p50 {fairness['p50_s']:.3f} s, p99 {fairness['p99_s']:.3f} s,"
             f" max {fairness['max_s']:.3f} s (API answer p50 {fairness['accept_p50_s']:.3f} s,"
             f" p99 {fairness['accept_p99_s']:.3f} s); marked APPLIED in the store p50"
-            f" {fairness.get('stored_p50_s', 0):.3f} s, p99 {fairness.get('stored_p99_s', 0):.3f} s"
+            f" {fairness['stored_p50_s']:.3f} s, p99 {fairness['stored_p99_s']:.3f} s"
         )
     ping = results.get("store_ping_batch_doc_json")
     if ping and ping.get("pings"):

@@ -70,7 +70,7 @@ class BenchStack:
     ) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="audiences-bench-"))
         self.concurrency = concurrency
-        # AUDIENCES_* variables for the API and the worker, e.g. {"VALIDATION_NICENESS": "0"}:
+        # AUDIENCES_* variables for the API and the worker, e.g. {"validation_processes": "0"}:
         # the environment's own are dropped, so a benchmark never runs on a stray setting.
         self.overrides = {f"AUDIENCES_{k.upper()}": v for k, v in (settings or {}).items()}
         # The product's embedded store, as configured for production (AOF, fsync always).
