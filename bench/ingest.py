@@ -19,6 +19,7 @@ import orjson
 import redis
 
 from bench import data
+from producer.api.schemas import MAX_WAIT_SECONDS
 
 POLL_SECONDS = 0.02
 JSON = {"Content-Type": "application/json"}
@@ -43,13 +44,12 @@ def _post(http: httpx.Client, url: str, **kwargs: Any) -> httpx.Response:
         return response
 
 
-def wait_applied(
-    http: httpx.Client, token: str, timeout: float = 1800, interval: float = POLL_SECONDS
-) -> dict[str, Any]:
-    """Poll the token every ``interval`` until it is final; raise unless APPLIED."""
+def wait_applied(http: httpx.Client, token: str, timeout: float = 1800) -> dict[str, Any]:
+    """Long-poll the token, as the client library does (each look held by the server until
+    the token ends), until it is final; raise unless APPLIED."""
     deadline = time.monotonic() + timeout
     while True:
-        response = http.get(f"/v1/indexing/{token}")
+        response = http.get(f"/v1/indexing/{token}", params={"wait": MAX_WAIT_SECONDS})
         if response.status_code == 429:
             time.sleep(float(response.headers.get("Retry-After", "1")))
             continue
@@ -62,7 +62,6 @@ def wait_applied(
             raise BenchError(f"token {token} ended {state}: {status.get('error')}")
         if time.monotonic() > deadline:
             raise BenchError(f"token {token} still IN_PROCESS after {timeout}s")
-        time.sleep(interval)
 
 
 def ingest_json(
@@ -168,7 +167,7 @@ def ingest_ndjson(
 
 class Fairness:
     """Sends a 100-op update to its own audience every ``interval`` seconds, each on its
-    own thread, and records seconds from submit to APPLIED (polled every 20 ms)."""
+    own thread, and records seconds from submit to APPLIED (seen by a long poll)."""
 
     def __init__(
         self,
@@ -215,8 +214,8 @@ class Fairness:
         except Exception as exc:
             self.errors.append(repr(exc))
             return
-        # When the store marked it APPLIED (the worker's clock, this machine's): the polls
-        # every 20 ms add their own lag to ``applied_s``, not to this.
+        # When the store marked it APPLIED (the worker's clock, this machine's): the long
+        # poll's own lag (a message, a store read, an answer) is in ``applied_s``, not here.
         stored = datetime.fromisoformat(status["applied_at"]).timestamp()
         with self._lock:
             self.samples.append(

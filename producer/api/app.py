@@ -18,6 +18,7 @@ from producer.api.idempotency import IdempotencyMiddleware
 from producer.api.responses import Json
 from producer.api.routes import router
 from producer.api.spec import finish_openapi
+from producer.api.waits import TokenWaits
 from producer.metrics import MetricsMiddleware, metrics_endpoint
 from producer.offload import Offload
 from producer.submit import Producer
@@ -81,7 +82,10 @@ def create_api(settings: Settings | None = None) -> FastAPI:
         offload = Offload.from_settings(settings)
         offload.start()
         app.state.producer = Producer(store, publisher, settings, offload)
+        app.state.waits = waits = TokenWaits(store)
+        waits.start()
         yield
+        waits.close()
         offload.close()
         store.close()
 

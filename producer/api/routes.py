@@ -7,6 +7,7 @@ producer, the store and :mod:`worker.status`, with no logic of its own to split 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ from producer import audience_input
 from producer.api import schemas as S
 from producer.api.auth import Reader, Writer
 from producer.api.responses import Json
+from producer.api.waits import TokenWaits
 from producer.errors import (
     InvalidRequest,
     NotFound,
@@ -35,7 +37,7 @@ from producer.validation import Problem
 from worker import store as store_errors
 from worker.contract import TokenState
 from worker.filters import compile_filter
-from worker.status import get_token
+from worker.status import get_token, token_status
 from worker.store import Store
 
 router = APIRouter()
@@ -111,10 +113,13 @@ def _accepted(outcome: str | DryRun) -> Json:
     )
 
 
-def poll_retry_after(status: dict[str, Any]) -> dict[str, str]:
-    """When to poll an IN_PROCESS token again: its ETA, held to 1..30 s."""
+def poll_retry_after(status: dict[str, Any], *, waited: bool = False) -> dict[str, str]:
+    """When to poll an IN_PROCESS token again: its ETA, held to 1..30 s; at once after a
+    long poll (the next one waits in the server, not in the client)."""
     if status["indexing_state"] != TokenState.IN_PROCESS:
         return {}
+    if waited:
+        return {"Retry-After": "0"}
     eta = status.get("eta_seconds") or 0
     return {"Retry-After": str(min(MAX_POLL_WAIT, max(MIN_POLL_WAIT, math.ceil(eta))))}
 
@@ -328,11 +333,40 @@ async def upload_members(
     tags=["indexing"],
     responses={200: {"model": S.IndexingStatus}} | S.error_responses(403, 404),
 )
-async def indexing_status(request: Request, token: str, key: Reader) -> Json:
-    status = await to_thread.run_sync(get_token, _store(request), key.account, token)
-    if status is None:
-        raise NotFound(f"No indexing token {token!r} in this account.")
-    return Json(status, headers=poll_retry_after(status))
+async def indexing_status(
+    request: Request,
+    token: str,
+    key: Reader,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=S.MAX_WAIT_SECONDS,
+            description="Seconds to hold the answer while the token is IN_PROCESS: it comes "
+            "as soon as the token ends (a long poll). 0 answers at once.",
+        ),
+    ] = 0,
+) -> Json:
+    waits: TokenWaits = request.app.state.waits
+    read = functools.partial(get_token, _store(request), key.account, token)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    with waits.watch(token) as ended:
+        while True:
+            status = await to_thread.run_sync(read)
+            if status is None:
+                raise NotFound(f"No indexing token {token!r} in this account.")
+            remaining = deadline - loop.time()
+            if status["indexing_state"] != TokenState.IN_PROCESS or remaining <= 0:
+                break
+            if await request.is_disconnected():
+                break
+            await waits.pause(ended, remaining)
+            if status["audience_id"] is not None:  # its owner is known: one store read
+                read = functools.partial(
+                    token_status, _store(request), status["audience_id"], token
+                )
+    return Json(status, headers=poll_retry_after(status, waited=wait > 0))
 
 
 @router.get(

@@ -19,6 +19,7 @@ from worker.webhook_signing import EVENT_TYPE, event_id
 
 ERROR_CODES = catalogue()
 STATUS_URL_PATTERN = TOKEN_PATTERN.replace("^", "^/v1/indexing/", 1)  # routes.status_path
+MAX_WAIT_SECONDS = 20  # the longest a status read is held (``?wait=``, a long poll)
 # Handlers return the store's strings (UTC, ``Z``); the document says what they are.
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 ID_TYPE_DESCRIPTION = (

@@ -22,7 +22,7 @@ from producer.client.options import (
     op_chunks,
     transport_error,
 )
-from producer.client.polling import PollSchedule
+from producer.client.polling import PollSchedule, long_poll_seconds
 from producer.client.retry import RetryPolicy
 
 T = TypeVar("T")
@@ -225,19 +225,22 @@ class AsyncAudiencesClient:
         async with async_upload_file(ops_or_path) as path:
             return await self.send(calls.validate_upload(audience_id, path, mode, on_bytes))
 
-    async def status(self, token: str) -> M.IndexingStatus:
-        return await self.send(calls.status(token))
+    async def status(self, token: str, *, wait: float = 0) -> M.IndexingStatus:
+        """The token's status; with ``wait``, held up to that many seconds (at most
+        ``MAX_WAIT_SECONDS``) while it is IN_PROCESS, answered as soon as it ends."""
+        return await self.send(calls.status(token, wait))
 
     async def wait(
         self, token: str, timeout: float = 300.0, interval: float = 0.2, max_interval: float = 2.0
     ) -> M.IndexingStatus:
-        """Poll until the token is final (see ``producer.client.polling``); ``WaitTimeout``
-        once ``timeout`` seconds have passed."""
+        """Long-poll until the token is final (see ``producer.client.polling``);
+        ``WaitTimeout`` once ``timeout`` seconds have passed."""
         schedule = PollSchedule(interval, max_interval)
         deadline = time.monotonic() + timeout
         looks = 0
         while True:
-            poll = await self.send(calls.poll(token))
+            hold = long_poll_seconds(deadline - time.monotonic(), self.http.timeout.read)
+            poll = await self.send(calls.poll(token, hold))
             if poll.status.indexing_state in M.FINAL_STATES:
                 return poll.status
             remaining = deadline - time.monotonic()

@@ -221,21 +221,25 @@ def validate_upload(
     )
 
 
-def status(token: str) -> Call[M.IndexingStatus]:
+def status(token: str, wait: float = 0) -> Call[M.IndexingStatus]:
+    """The token's status; ``wait`` > 0 asks the server to hold it until the token ends."""
     return Call(
         "GET",
         f"/v1/indexing/{segment(token)}",
         lambda r: M.IndexingStatus.model_validate_json(r.content),
+        params=_query(wait=wait or None),
     )
 
 
-def poll(token: str) -> Call[Poll]:
+def poll(token: str, wait: float = 0) -> Call[Poll]:
+    """A look while waiting; ``wait`` > 0 asks the server to hold it until the token ends."""
     return Call(
         "GET",
         f"/v1/indexing/{segment(token)}",
         lambda r: Poll(
             M.IndexingStatus.model_validate_json(r.content), retry_after_seconds(r.headers)
         ),
+        params=_query(wait=wait or None),
     )
 
 

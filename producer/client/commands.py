@@ -36,6 +36,7 @@ from worker.settings import STACK_FILE
 
 console = render.console
 CLI_RETRIES = 3  # a person waits a few seconds for a retry, not the library's minute
+PROGRESS_SECONDS = 0.5  # how often ``wait`` redraws its bar at least
 
 
 class Exit(IntEnum):
@@ -109,7 +110,9 @@ def _wait(args: argparse.Namespace, token: str) -> int:
     ):
         bar = progress.add_task(token, total=None, eta="?")
         while True:
-            status = client.status(token)
+            # Held until the token ends or the bar is due to move: an end shows at once.
+            looked = time.monotonic()
+            status = client.status(token, wait=PROGRESS_SECONDS)
             counts, eta = status.counts, status.eta_seconds
             progress.update(
                 bar,
@@ -123,7 +126,7 @@ def _wait(args: argparse.Namespace, token: str) -> int:
             if deadline is not None and time.monotonic() >= deadline:
                 console.print(f"error: wait_timeout: still IN_PROCESS after {args.timeout:g}s")
                 break
-            time.sleep(0.5)
+            time.sleep(max(0.0, looked + PROGRESS_SECONDS - time.monotonic()))  # not held
     return _finished(args, status)
 
 

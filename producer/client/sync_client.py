@@ -21,7 +21,7 @@ from producer.client.options import (
     op_chunks,
     transport_error,
 )
-from producer.client.polling import PollSchedule
+from producer.client.polling import PollSchedule, long_poll_seconds
 from producer.client.retry import RetryPolicy
 
 T = TypeVar("T")
@@ -221,19 +221,22 @@ class AudiencesClient:
         with upload_file(ops_or_path) as path:
             return self.send(calls.validate_upload(audience_id, path, mode, on_bytes))
 
-    def status(self, token: str) -> M.IndexingStatus:
-        return self.send(calls.status(token))
+    def status(self, token: str, *, wait: float = 0) -> M.IndexingStatus:
+        """The token's status; with ``wait``, held up to that many seconds (at most
+        ``MAX_WAIT_SECONDS``) while it is IN_PROCESS, answered as soon as it ends."""
+        return self.send(calls.status(token, wait))
 
     def wait(
         self, token: str, timeout: float = 300.0, interval: float = 0.2, max_interval: float = 2.0
     ) -> M.IndexingStatus:
-        """Poll until the token is final (see ``producer.client.polling``); ``WaitTimeout``
-        once ``timeout`` seconds have passed."""
+        """Long-poll until the token is final (see ``producer.client.polling``);
+        ``WaitTimeout`` once ``timeout`` seconds have passed."""
         schedule = PollSchedule(interval, max_interval)
         deadline = time.monotonic() + timeout
         looks = 0
         while True:
-            poll = self.send(calls.poll(token))
+            hold = long_poll_seconds(deadline - time.monotonic(), self.http.timeout.read)
+            poll = self.send(calls.poll(token, hold))
             if poll.status.indexing_state in M.FINAL_STATES:
                 return poll.status
             remaining = deadline - time.monotonic()

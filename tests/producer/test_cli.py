@@ -195,7 +195,7 @@ class FakeTokens:
     def __init__(self) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                state = self.path.rsplit("/", 1)[-1]
+                state = self.path.split("?")[0].rsplit("/", 1)[-1]
                 body = orjson.dumps(token_status(state, eta=30))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

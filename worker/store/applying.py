@@ -98,6 +98,7 @@ class Applying(StoreBase):
                 self.settings.source_time_horizon * 1000,
                 SOURCE_TIME_MAX_AHEAD_MS,
                 APPLY_STEP,
+                keys.tokens_ended(),
             ],
         )
         outcome, added, removed, superseded, state, releasable = raw[:6]
@@ -138,6 +139,7 @@ class Applying(StoreBase):
                 now_iso(),
                 token_id,
                 "keep" if keep_payload else "",
+                keys.tokens_ended(),
             ],
         )
         return text(state) or "", int(releasable)

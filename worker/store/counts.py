@@ -94,6 +94,7 @@ class Counts(StoreBase):
                 filter_rev,
                 token_id,
                 f"{time.time():.3f}",
+                keys.tokens_ended(),
             ],
         )
         return text(outcome) or "", int(next_cursor), int(last_step)

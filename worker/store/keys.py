@@ -141,6 +141,11 @@ def webhooks_due() -> str:
     return "webhooks:due"
 
 
+def tokens_ended() -> str:
+    """A pub/sub channel, not a key: each token's id as a script ends it (long polls wake on it)."""
+    return "tokens:ended"
+
+
 def api_key(key_hash: str) -> str:
     return f"apikey:{key_hash}"
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.store import keys
 from worker.store.base import StoreBase, text, texts
 from worker.store.values import decode_member, member_blob, plain_attributes
+
+SUBSCRIBE_SECONDS = 10.0
 
 
 class Reads(StoreBase):
@@ -21,6 +25,24 @@ class Reads(StoreBase):
             return None
         account, audience_id = owner.split("\t")
         return account, audience_id
+
+    def listen_ended(self) -> Any:
+        """A subscription to the ids of tokens as they end (a redis-py ``PubSub``).
+
+        The scripts that end a token publish its id (:func:`keys.tokens_ended`) in the
+        same call; a message is a nudge to read the token again, never its state: one is
+        lost while the subscription reconnects, and an erasure's own id is never sent.
+        """
+        pubsub = self.r.pubsub()
+        pubsub.subscribe(keys.tokens_ended())
+        # Subscribed once the server says so: what ends from then on is heard.
+        deadline = time.monotonic() + SUBSCRIBE_SECONDS
+        while (left := deadline - time.monotonic()) > 0:
+            message = pubsub.get_message(timeout=left)
+            if message and message["type"] == "subscribe":
+                return pubsub
+        pubsub.close()
+        raise RedisTimeoutError(f"no subscription to {keys.tokens_ended()} confirmed")
 
     def token_record(self, audience_id: str, token_id: str) -> dict[str, str] | None:
         """A token's raw fields as the scripts wrote them (:mod:`worker.status` shows them)."""

@@ -18,7 +18,8 @@
 -- ARGV[8] prefix of the audience's token keys (same slot; read at a replace's swap and,
 -- for source-time audiences, to see whether a ts floor's token is still in process),
 -- ARGV[9] now in ms, ARGV[10] source-time horizon in ms, ARGV[11] clock slack in ms,
--- ARGV[12] ops applied per call at most (the step)
+-- ARGV[12] ops applied per call at most (the step), ARGV[13] the pub/sub channel on which
+-- the id of each token this call ends is published (long polls wake on it)
 --
 -- A call applies at most one step of the batch's ops and records how far it got in the
 -- token hash (field applied:<batch>, "<ops>,<byte offset>"), atomically with their effects;
@@ -63,6 +64,7 @@ local purge_limit = tonumber(ARGV[5])
 local token_id = ARGV[7]
 local token_prefix = ARGV[8]
 local timed = redis.call('HGET', token, 'ordering') == 'source_time'
+local ended_channel = ARGV[13]
 
 local function releasable()
   if redis.call('EXISTS', replace) == 1 then return 0 end
@@ -327,6 +329,7 @@ if finished >= total and kind == 'replace' and failed == 0 then
         .. 'membership is unchanged.', would_remove, live_n, ratio),
       'would_remove', would_remove)
     redis.call('DEL', shadow, shadow_n, shadow_tomb, replace)
+    redis.call('PUBLISH', ended_channel, token_id)
     return {'applied', added, removed, superseded, 'FAILED', releasable(), {}, stale}
   end
 end
@@ -348,6 +351,7 @@ if finished >= total then
           and tonumber(redis.call('HGET', other_key, 'base')) < replace_base then
         redis.call('HSET', other_key, 'state', 'REPLACED', 'finished_at', now)
         redis.call('ZREM', inprocess, other)
+        redis.call('PUBLISH', ended_channel, other)
         replaced[#replaced + 1] = other
         local prefix = other .. ':'
         for _, entry in ipairs(redis.call('ZRANGE', pending, 0, -1)) do
@@ -369,6 +373,7 @@ if finished >= total then
     end
     redis.call('DEL', replace)
   end
+  redis.call('PUBLISH', ended_channel, token_id)
 end
 return {'applied', added, removed, superseded, redis.call('HGET', token, 'state'), releasable(),
   replaced, stale}

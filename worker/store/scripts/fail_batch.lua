@@ -5,7 +5,8 @@
 -- and tombstones, KEYS[10] parked list
 -- ARGV[1] batch number, ARGV[2] pending member, ARGV[3] error code, ARGV[4] error message,
 -- ARGV[5] now (ISO-8601), ARGV[6] token id, ARGV[7] 'keep' to keep the payload (a dead
--- letter that an operator may replay)
+-- letter that an operator may replay), ARGV[8] the pub/sub channel on which the token's id
+-- is published if this call ends it
 -- A failed replace is dropped whole at once: the old membership stays as it was, and
 -- the updates parked behind it are released. A batch already finished is left alone.
 -- Returns {token state ('' when the token is gone), parked messages to release}.
@@ -37,6 +38,7 @@ local is_replace = redis.call('HGET', token, 'kind') == 'replace'
 if is_replace or finished >= tonumber(redis.call('HGET', token, 'batches_total')) then
   redis.call('HSET', token, 'state', 'FAILED', 'finished_at', ARGV[5])
   redis.call('ZREM', inprocess, ARGV[6])
+  redis.call('PUBLISH', ARGV[8], ARGV[6])
 end
 if is_replace and redis.call('HGET', replace, 'token') == ARGV[6] then
   redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], replace)
