@@ -11,7 +11,7 @@ import math
 import threading
 import time
 
-from producer.errors import Forbidden, RateLimited, StoreFull
+from producer.errors import Forbidden, RateLimited, StoreFull, Unauthorized
 from worker.settings import Settings
 from worker.store import SCOPE_WRITE, ApiKey, Store
 
@@ -53,17 +53,50 @@ class _StoreFill:
 _fill = _StoreFill()
 
 
+def admit_secret(
+    store: Store, settings: Settings, secret: str, scope: str
+) -> tuple[ApiKey, dict[str, str]]:
+    """The key ``secret`` names, admitted as :func:`admit` does; Unauthorized when it is
+    unknown or revoked.
+
+    A key this process has seen is not read again: the check that it still exists rides
+    with the rate take, one store round trip for both (a small update waits behind the
+    store's running work for each round trip it makes).
+    """
+    known = store.known_api_key(secret)
+    budget, rate = _budget(settings, scope)
+    if known is None or scope not in known.scopes or rate <= 0:
+        key = store.lookup_api_key(secret)
+        if key is None:
+            raise Unauthorized("Unknown or revoked API key.")
+        return key, admit(store, settings, key, scope)
+    taken = store.take_rate_for_key(secret, known, budget, rate)
+    if taken is None:
+        raise Unauthorized("Unknown or revoked API key.")
+    return known, _admitted(store, settings, scope, _fields(budget, rate, taken))
+
+
 def admit(store: Store, settings: Settings, key: ApiKey, scope: str) -> dict[str, str]:
     """Take one request of ``scope`` for ``key``, or raise why not; the RateLimit fields
     that describe its budget afterwards (empty when the budget is unlimited)."""
     if scope not in key.scopes:
         raise Forbidden(f"This API key lacks the {scope} scope.")
-    write = scope == SCOPE_WRITE
-    budget = "write" if write else "read"
-    fields = _take(
-        store, key, budget, settings.write_rate_limit if write else settings.read_rate_limit
-    )
-    if write and _fill.get(store) >= settings.store_full_ratio:
+    budget, rate = _budget(settings, scope)
+    fields = _fields(budget, rate, store.take_rate(key.account, budget, rate)) if rate > 0 else {}
+    return _admitted(store, settings, scope, fields)
+
+
+def _budget(settings: Settings, scope: str) -> tuple[str, int]:
+    if scope == SCOPE_WRITE:
+        return "write", settings.write_rate_limit
+    return "read", settings.read_rate_limit
+
+
+def _admitted(
+    store: Store, settings: Settings, scope: str, fields: dict[str, str]
+) -> dict[str, str]:
+    """``fields``, unless the store's memory guard refuses a write."""
+    if scope == SCOPE_WRITE and _fill.get(store) >= settings.store_full_ratio:
         raise StoreFull(
             "The store is near its memory limit; writes are refused until an operator "
             "adds memory or removes audiences. Reads still work.",
@@ -72,10 +105,9 @@ def admit(store: Store, settings: Settings, key: ApiKey, scope: str) -> dict[str
     return fields
 
 
-def _take(store: Store, key: ApiKey, budget: str, rate: int) -> dict[str, str]:
-    if rate <= 0:
-        return {}
-    allowed, left, wait_ms = store.take_rate(key.account, budget, rate)
+def _fields(budget: str, rate: int, taken: tuple[bool, int, int]) -> dict[str, str]:
+    """The RateLimit fields after a take; RateLimited when it was refused."""
+    allowed, left, wait_ms = taken
     # The bucket refills ``rate`` per second: whole again within a second, and a refused
     # request waits for its one token.
     reset = max(1, math.ceil(wait_ms / 1000)) if not allowed else int(left < rate)

@@ -8,7 +8,7 @@ from anyio import to_thread
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from producer.admission import admit
+from producer.admission import admit_secret
 from producer.api.headers import answer_headers
 from producer.errors import Unauthorized
 from worker.store import SCOPE_READ, SCOPE_WRITE, ApiKey
@@ -18,25 +18,21 @@ API_KEY_HEADER = APIKeyHeader(
 )
 
 
-async def _api_key(
-    request: Request, x_api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None
-) -> ApiKey:
+def _api_key(x_api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None) -> str:
     if not x_api_key:
         raise Unauthorized("Send your API key in the X-API-Key header.")
-    key = await to_thread.run_sync(request.app.state.store.lookup_api_key, x_api_key)
-    if key is None:
-        raise Unauthorized("Unknown or revoked API key.")
-    return key
+    return x_api_key
 
 
 def _requiring(scope: str):  # type: ignore[no-untyped-def]
-    def check(request: Request, key: ApiKey) -> ApiKey:
+    def check(request: Request, secret: str) -> ApiKey:
         state = request.app.state
-        answer_headers(request).update(admit(state.store, state.settings, key, scope))
+        key, fields = admit_secret(state.store, state.settings, secret, scope)
+        answer_headers(request).update(fields)
         return key
 
-    async def dependency(request: Request, key: Annotated[ApiKey, Depends(_api_key)]) -> ApiKey:
-        return await to_thread.run_sync(check, request, key)
+    async def dependency(request: Request, secret: Annotated[str, Depends(_api_key)]) -> ApiKey:
+        return await to_thread.run_sync(check, request, secret)
 
     return dependency
 

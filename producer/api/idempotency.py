@@ -74,7 +74,9 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         store: Store = scope["app"].state.store
-        owner = await to_thread.run_sync(store.lookup_api_key, api_key)
+        owner = store.known_api_key(api_key) or await to_thread.run_sync(
+            store.lookup_api_key, api_key
+        )
         if owner is None:
             await self.app(scope, receive, send)
             return

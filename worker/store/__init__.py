@@ -73,6 +73,7 @@ class Store(Accounts, Audiences, Submissions, Applying, Reconciliation, Counts, 
         self.r = client
         self.settings = settings
         self.scripts = Scripts(client)
+        self.known_keys = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:

@@ -19,6 +19,7 @@ from worker.store.base import StoreBase, now_iso, texts
 SCOPE_READ = "audiences:read"
 SCOPE_WRITE = "audiences:write"
 SCOPES = (SCOPE_READ, SCOPE_WRITE)
+KNOWN_KEYS_LIMIT = 10_000  # keys one process remembers (all forgotten at once past it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +58,52 @@ class Accounts(StoreBase):
         return key_id, secret
 
     def lookup_api_key(self, secret: str) -> ApiKey | None:
+        """The key ``secret`` names, read from the store (None: unknown or revoked); kept
+        in this process's memory for :meth:`known_api_key`."""
         key_hash = self._key_hash(secret)
         raw = texts(self.r.hgetall(keys.api_key(key_hash)))
         stored_id = raw.get("key_id", "")
         if not raw or not hmac.compare_digest(stored_id, key_hash[:12]):
+            self.known_keys.pop(key_hash, None)
             return None
-        return ApiKey(stored_id, raw["account"], frozenset(raw["scopes"].split()))
+        key = ApiKey(stored_id, raw["account"], frozenset(raw["scopes"].split()))
+        if len(self.known_keys) >= KNOWN_KEYS_LIMIT:
+            self.known_keys.clear()
+        self.known_keys[key_hash] = key
+        return key
+
+    def known_api_key(self, secret: str) -> ApiKey | None:
+        """The key ``secret`` named when this process last read it, without a round trip.
+
+        A key's account and scopes never change (keys are made and revoked, not edited);
+        only whether it still exists does, so a caller that trusts this must still ask the
+        store that (:meth:`take_rate_for_key` does, with the rate take).
+        """
+        return self.known_keys.get(self._key_hash(secret))  # type: ignore[no-any-return]
 
     def take_rate(self, account: str, budget: str, rate: int) -> tuple[bool, int, int]:
         """One request from ``account``'s ``budget`` bucket: (allowed, left, ms to wait)."""
         allowed, left, wait = self.scripts.rate_limit(
             keys=[keys.rate_bucket(account, budget)], args=[rate, int(time.time() * 1000)]
         )
+        return bool(allowed), int(left), int(wait)
+
+    def take_rate_for_key(
+        self, secret: str, key: ApiKey, budget: str, rate: int
+    ) -> tuple[bool, int, int] | None:
+        """:meth:`take_rate` for a known key's account, with the check that the key still
+        exists, in one round trip; None (and forgotten) when it has been revoked. The
+        request a revoked key makes this way still counts against its old account."""
+        key_hash = self._key_hash(secret)
+        exists, (allowed, left, wait) = self.scripts.after(
+            lambda pipe: pipe.exists(keys.api_key(key_hash)),
+            self.scripts.rate_limit,
+            [keys.rate_bucket(key.account, budget)],
+            [rate, int(time.time() * 1000)],
+        )
+        if not exists:
+            self.known_keys.pop(key_hash, None)
+            return None
         return bool(allowed), int(left), int(wait)
 
     def memory_fill(self) -> float:

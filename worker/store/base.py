@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
@@ -38,3 +39,4 @@ class StoreBase:
     r: Client
     settings: Settings
     scripts: Scripts
+    known_keys: dict[str, Any]  # key hash -> ApiKey (see Accounts.known_api_key)

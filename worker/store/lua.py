@@ -53,9 +53,9 @@ class Scripts:
 
     def after(
         self, build: Callable[[Any], None], script: Any, keys: list[str], args: list[Any]
-    ) -> Any:
+    ) -> list[Any]:
         """Run the commands ``build`` puts on a pipeline, then ``script``: in one round trip
-        on one server, the script's reply returned. Any error raises.
+        on one server; their replies, the script's last. Any error raises.
 
         redis-py's own scripts in a pipeline cost a ``SCRIPT EXISTS`` round trip before
         every execute, so the script goes by its SHA; when the server does not hold it yet
@@ -66,8 +66,7 @@ class Scripts:
         if isinstance(self.client, RedisCluster):
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
-            pipe.execute()
-            return script(keys=keys, args=args)
+            return [*pipe.execute(), script(keys=keys, args=args)]
         for _ in range(2):
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
@@ -77,6 +76,6 @@ class Scripts:
                 for reply in replies:
                     if isinstance(reply, Exception):
                         raise reply
-                return replies[-1]
+                return list(replies)
             self.client.script_load(script.script)
         raise NoScriptError("the script was still missing after it was loaded")

@@ -121,7 +121,7 @@ class Submissions(StoreBase):
             )
 
         accept_keys = keys.accept_keys(audience_id, token_id, len(batch_sizes))
-        first = int(self.scripts.after(build, self.scripts.accept, accept_keys, args))
+        first = int(self.scripts.after(build, self.scripts.accept, accept_keys, args)[-1])
         if first < 0:
             self.r.delete(keys.token_index(token_id))
             raise {-1: AudienceNotReady, -2: AudienceMissing, -3: AudienceArchived}[first](
