@@ -20,6 +20,7 @@ import redis
 
 from bench import data
 from producer.api.schemas import MAX_WAIT_SECONDS
+from worker.store import keys
 
 POLL_SECONDS = 0.02
 JSON = {"Content-Type": "application/json"}
@@ -208,9 +209,10 @@ class Fairness:
                 response = _post(
                     http, f"/v1/audiences/{self.audience_id}/members", content=body, headers=JSON
                 )
-                accepted = time.perf_counter()
-                status = wait_applied(http, response.json()["indexing_token"])
-                applied = time.perf_counter()
+                accepted, accepted_clock = time.perf_counter(), time.time()
+                token = response.json()["indexing_token"]
+                status = wait_applied(http, token)
+                applied, applied_clock = time.perf_counter(), time.time()
         except Exception as exc:
             self.errors.append(repr(exc))
             return
@@ -224,6 +226,8 @@ class Fairness:
                     "accept_s": round(accepted - sent, 4),
                     "applied_s": round(applied - sent, 4),
                     "stored_applied_s": round(stored - sent_clock, 4),
+                    "token": token,
+                    "clock": (sent_clock, accepted_clock, applied_clock),
                 }
             )
 
@@ -244,7 +248,8 @@ class Fairness:
         self._ticker.start()
         return self
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self, store: redis.Redis | None = None) -> dict[str, Any]:
+        """The summary; with ``store``, also each stage's p50/p99 (see :func:`stages`)."""
         self._stop.set()
         if self._ticker:
             self._ticker.join()
@@ -252,7 +257,49 @@ class Fairness:
             thread.join(120)
         for sample in self.samples:  # seconds since ``origin`` (the bulk ingest's start)
             sample["sent"] = round(sample["sent"] - self.origin, 3)
-        return summarise(self.samples, self.errors)
+        summary = summarise(self.samples, self.errors)
+        if store is not None and self.samples:
+            summary["stages"] = stages(store, self.audience_id, self.samples)
+        return summary
+
+
+# Where an update's time goes, from the token's own timestamps (this machine's clock):
+# sent -> accepted by the store (the admission and the accept), -> published_at (the
+# broker's push and its mark), -> the 202 at the client, and from published_at -> a
+# worker's delivery count (the queue) -> applied_at (the apply) -> seen by the long poll.
+STAGES = ("accept", "publish", "answer", "queue", "apply", "seen")
+
+
+def stages(store: redis.Redis, audience_id: str, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each stage's p50 and p99 in ms over ``samples`` (their tokens read from ``store``)."""
+    spans: dict[str, list[float]] = {name: [] for name in STAGES}
+    for sample in samples:
+        raw = store.hgetall(keys.token(audience_id, sample["token"]))
+        token = {k.decode(): v.decode() for k, v in raw.items()}
+        sent, answered, seen = sample["clock"]
+        created = datetime.fromisoformat(token["created_at"]).timestamp()
+        published, delivered = float(token["published_at"]), float(token["delivered:0"])
+        applied = datetime.fromisoformat(token["applied_at"]).timestamp()
+        for name, span in zip(
+            STAGES,
+            (
+                created - sent,
+                published - created,
+                answered - published,
+                delivered - published,
+                applied - delivered,
+                seen - applied,
+            ),
+            strict=True,
+        ):
+            spans[name].append(span)
+    return {
+        name: {
+            "p50_ms": round(statistics.median(values) * 1000, 1),
+            "p99_ms": round(_pct(values, 0.99) * 1000, 1),
+        }
+        for name, values in spans.items()
+    }
 
 
 class StorePing:
@@ -336,5 +383,8 @@ def summarise(samples: list[dict[str, float]], errors: list[str]) -> dict[str, A
             "stored_p50_s": round(statistics.median(stored), 3),
             "stored_p99_s": round(_pct(stored, 0.99), 3),
         }
-    out["samples"] = sorted(samples, key=lambda s: s["sent"])
+    out["samples"] = [
+        {k: v for k, v in s.items() if k not in ("token", "clock")}
+        for s in sorted(samples, key=lambda s: s["sent"])
+    ]
     return out

@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ingest_json(client, audience, inputs["batch_doc"][0], n, threads=3)
                 stack.delete_audience(key, audience)
                 rounds += 1
-            fairness = probe.stop()
+            fairness = probe.stop(stack.r)
             fairness.pop("samples")
             results["fairness_batch_doc_json"] = fairness | {"bulk_rounds": rounds}
             results["store_ping_batch_doc_json"] = ping.stop()
@@ -321,6 +321,14 @@ def print_table(results: dict[str, Any], console: Console | None = None) -> None
             f" max {fairness['max_s']:.3f} s (API answer p50 {fairness['accept_p50_s']:.3f} s,"
             f" p99 {fairness['accept_p99_s']:.3f} s); marked APPLIED in the store p50"
             f" {fairness['stored_p50_s']:.3f} s, p99 {fairness['stored_p99_s']:.3f} s"
+        )
+    if fairness and fairness.get("stages"):
+        console.print(
+            "  by stage (p50 / p99 ms): "
+            + ", ".join(
+                f"{name} {stage['p50_ms']} / {stage['p99_ms']}"
+                for name, stage in fairness["stages"].items()
+            )
         )
     ping = results.get("store_ping_batch_doc_json")
     if ping and ping.get("pings"):

@@ -8,9 +8,11 @@ publish. If publishing fails, the token is abandoned so nothing of it ever appli
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -278,13 +280,25 @@ class Producer:
         self.check_callback(callback_url)
         upload = _Upload(new_token(), stage=not validate_only, id_type=id_type, ordering=ordering)
         settings = self.settings
+        # Blocks validated meanwhile: one per pool process, while the next one is read and
+        # the oldest staged. Each is staged in its order (batch n holds lines before n + 1).
+        validating: deque[asyncio.Future[tuple[Batch | None, list[Problem]]]] = deque()
+        depth = self.offload.processes + 1
         try:
             async for block in blocks_of(
                 chunks, settings.max_ndjson_line_bytes, settings.batch_size
             ):
-                await to_thread.run_sync(self._take_block, audience_id, upload, block)
+                validating.append(self._validate_block(upload, block))
+                while len(validating) > depth or (validating and validating[0].done()):
+                    await to_thread.run_sync(
+                        self._stage_block, audience_id, upload, await validating.popleft()
+                    )
                 if len(upload.problems) >= MAX_PROBLEMS:
                     break
+            while validating and len(upload.problems) < MAX_PROBLEMS:
+                await to_thread.run_sync(
+                    self._stage_block, audience_id, upload, await validating.popleft()
+                )
             if upload.received == 0:
                 upload.problems.append(
                     Problem("line 1", "empty_upload", "The upload holds no op; send at least one.")
@@ -296,6 +310,8 @@ class Producer:
                     upload.problems[:MAX_PROBLEMS],
                 )
         except BaseException:
+            for pending in validating:
+                pending.cancel()
             await to_thread.run_sync(
                 self.store.drop_staged, audience_id, upload.token, len(upload.batch_sizes)
             )
@@ -321,21 +337,34 @@ class Producer:
         )
         return upload.token
 
-    def _take_block(self, audience_id: str, upload: _Upload, lines: list[bytes]) -> None:
+    def _validate_block(
+        self, upload: _Upload, lines: list[bytes]
+    ) -> asyncio.Future[tuple[Batch | None, list[Problem]]]:
+        """Start validating the upload's next block (in the pool when it is large)."""
         first_line = upload.received + 1
         upload.received += len(lines)
-        batch, problems = self.offload.run(
-            sum(map(len, lines)),
-            block_batch,
-            lines,
-            first_line,
-            upload.id_type,
-            upload.ordering,
-            upload.started_ms,
-            keep=not upload.problems,
+        run = to_thread.run_sync(
+            functools.partial(
+                self.offload.run,
+                sum(map(len, lines)),
+                block_batch,
+                lines,
+                first_line,
+                upload.id_type,
+                upload.ordering,
+                upload.started_ms,
+                keep=not upload.problems,
+            )
         )
+        return asyncio.ensure_future(run)
+
+    def _stage_block(
+        self, audience_id: str, upload: _Upload, validated: tuple[Batch | None, list[Problem]]
+    ) -> None:
+        """Stage a validated block as the upload's next batch, or record its problems."""
+        batch, problems = validated
         upload.problems.extend(problems)
-        if batch is None:
+        if batch is None or upload.problems:
             return  # Invalid: nothing more is staged; keep reading only to report problems.
         if upload.stage:
             self.store.stage_batch(

@@ -81,16 +81,15 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "co
 
 
 def final_status(http: httpx.Client, token: str, timeout: float = 120) -> dict[str, Any]:
-    """Poll ``GET /v1/indexing/{token}`` until the token is final; its status."""
+    """Long-poll ``GET /v1/indexing/{token}`` until the token is final; its status."""
     deadline = time.monotonic() + timeout
     while True:
-        response = http.get(f"/v1/indexing/{token}")
+        response = http.get(f"/v1/indexing/{token}", params={"wait": 5})
         assert response.status_code == 200, response.text
         status: dict[str, Any] = response.json()
         if status["indexing_state"] != "IN_PROCESS":
             return status
         assert time.monotonic() < deadline, f"token {token} still IN_PROCESS"
-        time.sleep(0.1)
 
 
 def applied_status(
