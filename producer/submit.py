@@ -12,9 +12,9 @@ import asyncio
 import functools
 import secrets
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from anyio import to_thread
 from pydantic import ValidationError as PydanticValidationError
@@ -72,6 +72,25 @@ class _Upload:
     batch_sizes: list[int] = field(default_factory=list)
     deduplicated: int = 0
     problems: list[Problem] = field(default_factory=list)
+
+
+# A validated NDJSON block: its batch (None when invalid or no longer kept), its problems.
+Validated = tuple[Batch | None, list[Problem]]
+
+
+async def _put_unless_done(
+    queue: asyncio.Queue[Any], item: Any, task: asyncio.Future[None]
+) -> None:
+    """``queue.put(item)``, unless ``task`` (the queue's consumer) ends first: then its
+    error is raised (it only ends early by failing)."""
+    putting = asyncio.ensure_future(queue.put(item))
+    await asyncio.wait({putting, task}, return_when=asyncio.FIRST_COMPLETED)
+    if not putting.done():
+        putting.cancel()
+        if isinstance(item, asyncio.Future):
+            item.cancel()
+        await task
+        raise RuntimeError("the upload's staging ended before its last block")
 
 
 def members_batch(body: bytes, id_type: IdType, ordering: Ordering, now_ms: int) -> Batch:
@@ -280,25 +299,22 @@ class Producer:
         self.check_callback(callback_url)
         upload = _Upload(new_token(), stage=not validate_only, id_type=id_type, ordering=ordering)
         settings = self.settings
-        # Blocks validated meanwhile: one per pool process, while the next one is read and
-        # the oldest staged. Each is staged in its order (batch n holds lines before n + 1).
-        validating: deque[asyncio.Future[tuple[Batch | None, list[Problem]]]] = deque()
-        depth = self.offload.processes + 1
+        # Blocks are validated meanwhile, one per pool process, while the next one is read;
+        # a task stages each as soon as it and those before it are validated, in their
+        # order (batch n holds the lines before batch n + 1).
+        validated: asyncio.Queue[asyncio.Future[Validated] | None] = asyncio.Queue(
+            maxsize=self.offload.processes + 1
+        )
+        stager = asyncio.ensure_future(self._stage_in_order(audience_id, upload, validated))
         try:
             async for block in blocks_of(
                 chunks, settings.max_ndjson_line_bytes, settings.batch_size
             ):
-                validating.append(self._validate_block(upload, block))
-                while len(validating) > depth or (validating and validating[0].done()):
-                    await to_thread.run_sync(
-                        self._stage_block, audience_id, upload, await validating.popleft()
-                    )
+                await _put_unless_done(validated, self._validate_block(upload, block), stager)
                 if len(upload.problems) >= MAX_PROBLEMS:
                     break
-            while validating and len(upload.problems) < MAX_PROBLEMS:
-                await to_thread.run_sync(
-                    self._stage_block, audience_id, upload, await validating.popleft()
-                )
+            await _put_unless_done(validated, None, stager)
+            await stager
             if upload.received == 0:
                 upload.problems.append(
                     Problem("line 1", "empty_upload", "The upload holds no op; send at least one.")
@@ -310,8 +326,14 @@ class Producer:
                     upload.problems[:MAX_PROBLEMS],
                 )
         except BaseException:
-            for pending in validating:
-                pending.cancel()
+            stager.cancel()
+            while not validated.empty():
+                pending = validated.get_nowait()
+                if pending is not None:
+                    pending.cancel()
+            # A block being staged finishes first (its thread is not interrupted), so the
+            # count of staged batches is final before they are dropped.
+            await asyncio.gather(stager, return_exceptions=True)
             await to_thread.run_sync(
                 self.store.drop_staged, audience_id, upload.token, len(upload.batch_sizes)
             )
@@ -337,9 +359,17 @@ class Producer:
         )
         return upload.token
 
-    def _validate_block(
-        self, upload: _Upload, lines: list[bytes]
-    ) -> asyncio.Future[tuple[Batch | None, list[Problem]]]:
+    async def _stage_in_order(
+        self,
+        audience_id: str,
+        upload: _Upload,
+        validated: asyncio.Queue[asyncio.Future[Validated] | None],
+    ) -> None:
+        """Stage each block put on ``validated`` once it is validated, until ``None``."""
+        while (pending := await validated.get()) is not None:
+            await to_thread.run_sync(self._stage_block, audience_id, upload, await pending)
+
+    def _validate_block(self, upload: _Upload, lines: list[bytes]) -> asyncio.Future[Validated]:
         """Start validating the upload's next block (in the pool when it is large)."""
         first_line = upload.received + 1
         upload.received += len(lines)
@@ -358,9 +388,7 @@ class Producer:
         )
         return asyncio.ensure_future(run)
 
-    def _stage_block(
-        self, audience_id: str, upload: _Upload, validated: tuple[Batch | None, list[Problem]]
-    ) -> None:
+    def _stage_block(self, audience_id: str, upload: _Upload, validated: Validated) -> None:
         """Stage a validated block as the upload's next batch, or record its problems."""
         batch, problems = validated
         upload.problems.extend(problems)

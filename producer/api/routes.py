@@ -331,7 +331,7 @@ async def upload_members(
     "/v1/indexing/{token}",
     operation_id="getIndexingToken",
     tags=["indexing"],
-    responses={200: {"model": S.IndexingStatus}} | S.error_responses(403, 404),
+    responses={200: {"model": S.IndexingStatus}} | S.error_responses(400, 403, 404),
 )
 async def indexing_status(
     request: Request,
