@@ -20,7 +20,7 @@ import redis
 
 from bench import data
 from producer.api.schemas import MAX_WAIT_SECONDS
-from worker.store import keys
+from worker.store import Store
 
 POLL_SECONDS = 0.02
 JSON = {"Content-Type": "application/json"}
@@ -248,7 +248,7 @@ class Fairness:
         self._ticker.start()
         return self
 
-    def stop(self, store: redis.Redis | None = None) -> dict[str, Any]:
+    def stop(self, store: Store | None = None) -> dict[str, Any]:
         """The summary; with ``store``, also each stage's p50/p99 (see :func:`stages`)."""
         self._stop.set()
         if self._ticker:
@@ -270,12 +270,13 @@ class Fairness:
 STAGES = ("accept", "publish", "answer", "queue", "apply", "seen")
 
 
-def stages(store: redis.Redis, audience_id: str, samples: list[dict[str, Any]]) -> dict[str, Any]:
+def stages(store: Store, audience_id: str, samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Each stage's p50 and p99 in ms over ``samples`` (their tokens read from ``store``)."""
     spans: dict[str, list[float]] = {name: [] for name in STAGES}
     for sample in samples:
-        raw = store.hgetall(keys.token(audience_id, sample["token"]))
-        token = {k.decode(): v.decode() for k, v in raw.items()}
+        token = store.token_record(audience_id, sample["token"])
+        if token is None:
+            raise BenchError(f"token {sample['token']} is gone from the store")
         sent, answered, seen = sample["clock"]
         created = datetime.fromisoformat(token["created_at"]).timestamp()
         published, delivered = float(token["published_at"]), float(token["delivered:0"])

@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ingest_json(client, audience, inputs["batch_doc"][0], n, threads=3)
                 stack.delete_audience(key, audience)
                 rounds += 1
-            fairness = probe.stop(stack.r)
+            fairness = probe.stop(stack.store)
             fairness.pop("samples")
             results["fairness_batch_doc_json"] = fairness | {"bulk_rounds": rounds}
             results["store_ping_batch_doc_json"] = ping.stop()
