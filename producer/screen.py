@@ -40,6 +40,7 @@ from producer.validation import (
     MAX_OPS_PER_REQUEST,
     MAX_STRING,
     check_url,
+    dates_as_stored,
     normalise_date,
 )
 
@@ -176,7 +177,7 @@ def _encode(ops: list[_Add | _Remove]) -> Screened | None:
     try:
         for name in names:
             if name.startswith("date("):
-                _apply_typed(attrs, name, normalise_date)
+                _apply_typed(attrs, name, normalise_date, dates_as_stored)
             elif name.startswith("url("):
                 _apply_typed(attrs, name, check_url)
         ids: list[str] = list(map(_ID, ops))
@@ -225,25 +226,39 @@ def _names_ok(names: set[str]) -> bool:
     return True
 
 
-def _apply_typed(attrs: list[dict[str, Any]], name: str, rule: Callable[[Any], str]) -> None:
+def _apply_typed(
+    attrs: list[dict[str, Any]],
+    name: str,
+    rule: Callable[[Any], str],
+    unchanged: Callable[[set[str]], bool] | None = None,
+) -> None:
     """Each distinct value of a typed attribute through its rule once; "" dropped.
 
-    Raises ValueError (the caller hands over to the precise path) on a value that is not
-    a string or that the rule refuses.
+    ``unchanged``, when given, tells at once whether the rule keeps every value as it is
+    (it checks what the rule checks, over all the values together); if not, the rule runs
+    on each distinct value. Raises ValueError (the caller hands over to the precise path)
+    on a value that is not a string or that the rule refuses.
     """
     try:
         holders, values = attrs, list(map(itemgetter(name), attrs))
     except KeyError:  # not every op has it
         holders = [a for a in attrs if name in a]
         values = list(map(itemgetter(name), holders))
-    if not set(map(type, values)) <= {str}:
+    try:
+        distinct = set(values)
+    except TypeError:  # an array
+        raise ValueError("a typed attribute holds a non-string") from None
+    if not set(map(type, distinct)) <= {str}:
         raise ValueError("a typed attribute holds a non-string")
-    distinct = set(values)
     if distinct == {""}:  # as in the Batch example's "url(att20)": ""
         deque(map(dict.pop, holders, repeat(name)), maxlen=0)  # methodcaller: 3-4 x slower
         return
-    stored = {value: rule(value) for value in distinct if value}
-    changed = {value: new for value, new in stored.items() if new != value}
+    given = distinct - {""}
+    if unchanged is not None and unchanged(given):
+        changed: dict[str, str] = {}
+    else:
+        stored = {value: rule(value) for value in given}
+        changed = {value: new for value, new in stored.items() if new != value}
     if not changed and "" not in distinct:
         return
     for a, value in zip(holders, values, strict=True):

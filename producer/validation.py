@@ -14,6 +14,8 @@ gives the exact problems of invalid input.
 from __future__ import annotations
 
 import re
+from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NotRequired
@@ -43,8 +45,11 @@ MAX_OPS_PER_REQUEST = 10_000
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 NAME = r"[a-z0-9_]{1,30}"
 ATTRIBUTE_NAME = rf"^(?:{NAME}|date\({NAME}\)|url\({NAME}\))$"
-# How normalise_date writes a whole-second UTC date-time.
-_UTC_SECONDS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+# How normalise_date writes a whole-second UTC date-time: this form with each 0 any ASCII
+# digit. Compared after mapping every digit to 0 (in C: 3 x faster than a regular
+# expression for one value, 6 x for many values joined).
+_STORED_DATE = b"0000-00-00T00:00:00Z"
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _URL = re.compile(HTTP_URL_PATTERN)
 
 MemberId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pattern=NO_CONTROL)]
@@ -245,12 +250,31 @@ def normalise_date(value: Any) -> str:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    elif _UTC_SECONDS.fullmatch(value):
+    elif value.encode().translate(_DIGITS_AS_ZERO) == _STORED_DATE:
         return value  # a valid date-time already as stored (formatting it again took 2/3)
     try:
         return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
     except OverflowError:
         raise ValueError("the date-time falls outside years 1-9999 in UTC") from None
+
+
+def dates_as_stored(values: Collection[str]) -> bool:
+    """True when every one of these strings is a whole-second UTC date-time already as
+    :func:`normalise_date` stores it (so it returns each unchanged); False when one is
+    not in that form (written with an offset, a fraction, ...: run the rule on each).
+
+    The rule's two checks, over all the values at once: the stored form in one scan of
+    the values joined, then the calendar by ``datetime.fromisoformat`` in one C-level map
+    (0.05 µs a value against 0.2 µs for a call of :func:`normalise_date`; a client's
+    ``date(...)`` values are mostly distinct, one instant per member). Raises ValueError,
+    as :func:`normalise_date` would, for a value in the stored form that is no real
+    date-time.
+    """
+    joined = ("\n".join(values) + "\n").encode()
+    if joined.translate(_DIGITS_AS_ZERO) != (_STORED_DATE + b"\n") * len(values):
+        return False
+    deque(map(datetime.fromisoformat, values), maxlen=0)
+    return True
 
 
 def check_url(value: Any) -> str:

@@ -365,6 +365,29 @@ def test_every_benchmark_shape_is_screened(shape: Shape) -> None:
     assert screen_lines(lines) == screened
 
 
+# date() values as they are stored (whole seconds, UTC, Z), real or not: any 14 digits.
+stored_form = st.text(st.sampled_from("0123456789"), min_size=14, max_size=14).map(
+    lambda d: f"{d[:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:]}Z"
+)
+real_stored = st.datetimes().map(lambda d: d.replace(microsecond=0).isoformat() + "Z")
+
+
+@PROPS
+@given(st.lists(st.one_of(real_stored, stored_form, dates), min_size=1, max_size=8))
+def test_date_values_checked_together_agree_with_the_precise_path(values: list[str]) -> None:
+    """The screen checks a request's date() values in the stored form all at once (month
+    13, February 30 and year 0 included): it answers as the precise path does each value,
+    and takes the request whenever every value is a real date-time."""
+    ops = [
+        {"action": "add", "id": f"u{i}", "attributes": {"date(d)": v}} for i, v in enumerate(values)
+    ]
+    b = dumps({"ids": ops})
+    check_body(b)
+    check_lines([dumps(o) for o in ops])
+    if precise_body(b)[0] == "ok" and not precise_body(b)[3]:
+        assert screen_body(b) is not None, b
+
+
 def test_typed_values_are_normalised_and_empty_ones_dropped_by_the_screen() -> None:
     """date() values are stored in UTC and empty typed values dropped, on the screen."""
     b = dumps(

@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from producer.batching import Encoded, encode_body, encode_ops
-from producer.validation import MAX_OPS_PER_REQUEST, MEMBERS_BODY, normalise_date, problems_from
+from producer.validation import (
+    MAX_OPS_PER_REQUEST,
+    MEMBERS_BODY,
+    dates_as_stored,
+    normalise_date,
+    problems_from,
+)
 
 Outcome = tuple[list[bytes], list[tuple[str, str]]]
 
@@ -303,6 +309,53 @@ def test_stored_dates_are_the_utc_instant_however_written(
     stored = expected.isoformat().replace("+00:00", "Z")
     assert normalise_date(written) == stored
     assert normalise_date(stored) == stored
+
+
+def _kept(value: str) -> bool | None:
+    """Whether normalise_date keeps the value as it is; None when it refuses it."""
+    try:
+        return normalise_date(value) == value
+    except ValueError:
+        return None
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.datetimes().map(lambda d: d.replace(microsecond=0).isoformat() + "Z"),
+            st.text(st.sampled_from("0123456789"), min_size=14, max_size=14).map(
+                lambda d: f"{d[:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:]}Z"
+            ),
+            st.sampled_from(
+                [
+                    "2024-W09-5T12:34:56Z",
+                    "2024-03-01 12:34:56Z",
+                    "2024-03-01T12:34:56+00:00",
+                    "2024-03-01T12:34:56.5Z",
+                    "2024-03-01T12:34:56z",
+                    "\u0662024-03-01T12:34:56Z",
+                    "2024-03-01T12:34:56Z\n2024-03-01T12:34:56Z",
+                ]
+            ),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_dates_checked_together_say_what_normalise_date_says_of_each(values: list[str]) -> None:
+    """True only when normalise_date keeps every value; True whenever all are real
+    whole-second UTC date-times with Z; ValueError only when it refuses one of them."""
+    kept = [_kept(v) for v in values]
+    try:
+        together = dates_as_stored(values)
+    except ValueError:
+        assert None in kept
+        return
+    if together:
+        assert all(kept)
+    whole_seconds = all(len(v) == 20 and v[10] == "T" and v.endswith("Z") for v in values)
+    if all(kept) and whole_seconds:
+        assert together
 
 
 @pytest.mark.parametrize(
