@@ -38,6 +38,14 @@ def _batch_doc_op(i: int) -> Op:
     }
 
 
+def _typed_urls_op(i: int) -> Op:
+    """A date() and a url() of the member's own in every op, as a CRM sends last-seen
+    times and profile pages (the Batch example's url(att20) is empty)."""
+    op = _batch_doc_op(i)
+    op["attributes"]["url(att20)"] = f"https://crm.example.com/contacts/{i}?tab=profile"
+    return op
+
+
 def _non_ascii_op(i: int) -> Op:
     return {
         "action": "add",
@@ -117,6 +125,12 @@ SHAPES = (
         "batch_doc",
         "Batch doc example: date(), url(), json.dumps spacing",
         _batch_doc_op,
+        _python_default,
+    ),
+    Shape(
+        "typed_urls",
+        "the Batch shape with a url() of each member's own",
+        _typed_urls_op,
         _python_default,
     ),
     Shape(

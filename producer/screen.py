@@ -42,6 +42,7 @@ from producer.validation import (
     check_url,
     dates_as_stored,
     normalise_date,
+    urls_as_stored,
 )
 
 # Plain strings are held to 300 here; a longer url(...) value goes to the precise path.
@@ -179,7 +180,7 @@ def _encode(ops: list[_Add | _Remove]) -> Screened | None:
             if name.startswith("date("):
                 _apply_typed(attrs, name, normalise_date, dates_as_stored)
             elif name.startswith("url("):
-                _apply_typed(attrs, name, check_url)
+                _apply_typed(attrs, name, check_url, urls_as_stored)
         ids: list[str] = list(map(_ID, ops))
         # No id holds a newline (JSON text cannot, and an escaped one was screened out).
         id_bytes = "\n".join(ids).encode().split(b"\n")

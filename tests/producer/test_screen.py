@@ -388,6 +388,28 @@ def test_date_values_checked_together_agree_with_the_precise_path(values: list[s
         assert screen_body(b) is not None, b
 
 
+url_value = st.builds(
+    "".join,
+    st.tuples(
+        st.sampled_from(["http://", "HTTPS://", "ftp://", "http:/"]),
+        st.text(st.sampled_from("ab.:@[]é\uff0f\u2100"), min_size=0, max_size=6),
+        st.text(st.sampled_from("/?#[]a é"), max_size=5),
+    ),
+)
+
+
+@PROPS
+@given(st.lists(url_value, min_size=1, max_size=8))
+def test_url_values_checked_together_agree_with_the_precise_path(values: list[str]) -> None:
+    """The screen checks a request's url() values all at once (non-ASCII hosts that
+    urlsplit refuses included): it answers as the precise path does each value."""
+    ops = [
+        {"action": "add", "id": f"u{i}", "attributes": {"url(u)": v}} for i, v in enumerate(values)
+    ]
+    check_body(dumps({"ids": ops}))
+    check_lines([dumps(o) for o in ops])
+
+
 def test_typed_values_are_normalised_and_empty_ones_dropped_by_the_screen() -> None:
     """date() values are stored in UTC and empty typed values dropped, on the screen."""
     b = dumps(

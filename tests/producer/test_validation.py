@@ -9,9 +9,11 @@ alone: the screen changes no rule.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given
@@ -22,10 +24,13 @@ from producer.batching import Encoded, encode_body, encode_ops
 from producer.validation import (
     MAX_OPS_PER_REQUEST,
     MEMBERS_BODY,
+    check_url,
     dates_as_stored,
     normalise_date,
     problems_from,
+    urls_as_stored,
 )
+from worker.contract import HTTP_URL_PATTERN
 
 Outcome = tuple[list[bytes], list[tuple[str, str]]]
 
@@ -407,6 +412,45 @@ def test_bad_url_is_invalid_attribute_value(value: Any) -> None:
     """A url(x) that is not an absolute http(s) URL is invalid_attribute_value."""
     _, problems = check_attrs({"url(home)": value})
     assert problems == [("ids.0.attributes.url(home)", "invalid_attribute_value")]
+
+
+url_like = st.builds(
+    "".join,
+    st.tuples(
+        st.sampled_from(["http", "https", "HTTPS", "hTtP", "ftp", ""]),
+        st.sampled_from(["://", ":/", "//", ":"]),
+        st.text(st.sampled_from("ab.-:@[]%0 é\uff0f\uff03\u2100\u24b6"), max_size=8),
+        st.text(st.sampled_from("/?#[]:@a é"), max_size=6),
+    ),
+)
+
+
+def _taken_by_urlsplit(value: str) -> bool:
+    """The whole url(...) rule, with urlsplit asked every time."""
+    if not re.match(HTTP_URL_PATTERN, value):
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+@given(st.lists(url_like, min_size=1, max_size=5))
+def test_urls_are_checked_as_urlsplit_would(values: list[str]) -> None:
+    """check_url leaves urlsplit out for ASCII values and the check over many values
+    leaves the rule out: both still take exactly what the pattern and urlsplit take."""
+    taken = [_taken_by_urlsplit(v) for v in values]
+    for value, ok in zip(values, taken, strict=True):
+        if ok:
+            assert check_url(value) == value
+        else:
+            with pytest.raises(ValueError):
+                check_url(value)
+    if urls_as_stored(values):
+        assert all(taken)
+    elif all(taken):
+        assert not "".join(values).isascii()
 
 
 @pytest.mark.parametrize("name", ["date(seen)", "url(home)"])
