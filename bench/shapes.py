@@ -141,6 +141,12 @@ SHAPES = (
         line_dumps=_python_default,
     ),
     Shape("non_ascii", "non-ASCII ids and values, UTF-8", _non_ascii_op, _utf8),
+    Shape(
+        "non_ascii_escaped",
+        "non-ASCII ids and values as json.dumps writes them (\\u00e9)",
+        _non_ascii_op,
+        _python_default,
+    ),
     Shape("floats_arrays", "a float and an array attribute", _floats_arrays_op, _python_default),
     Shape("sha256_ids", "SHA-256 hex ids (64 chars)", _sha256_op, _compact),
     Shape("remove_heavy", "4 removes in 5 ops", _remove_heavy_op, _python_default),
