@@ -142,11 +142,14 @@ def _gc_paused(screen: Callable[_P, _R]) -> Callable[_P, _R]:
 @_gc_paused
 def screen_body(body: bytes, timed: bool = False) -> Screened | TimedScreened | None:
     """The ids and payload lines of a valid ``{"ids": [...]}`` body, or None."""
+    escaped = _escapes(body)
+    if escaped is None:
+        return None
     try:
         ops: list[Any] = (_TIMED_BODY if timed else _BODY).decode(body).ids
     except _NOT_SCREENED:
         return None
-    if not 1 <= len(ops) <= MAX_OPS_PER_REQUEST or _holds_control(body, ops):
+    if not 1 <= len(ops) <= MAX_OPS_PER_REQUEST or (escaped and _escaped_control(ops)):
         return None
     return _with_ts(ops) if timed else _encode(ops)
 
@@ -154,11 +157,14 @@ def screen_body(body: bytes, timed: bool = False) -> Screened | TimedScreened | 
 @_gc_paused
 def screen_lines(lines: list[bytes], timed: bool = False) -> Screened | TimedScreened | None:
     """The ids and payload lines of NDJSON lines that each hold one valid op, or None."""
+    escaped = _escapes(b"\n".join(lines))
+    if escaped is None:
+        return None
     try:
         ops: list[Any] = list(map((_TIMED_OP if timed else _OP).decode, lines))
     except _NOT_SCREENED:
         return None
-    if _holds_control(b"\n".join(lines), ops):
+    if escaped and _escaped_control(ops):
         return None
     return _with_ts(ops) if timed else _encode(ops)
 
@@ -168,15 +174,25 @@ def _with_ts(ops: list[Any]) -> TimedScreened | None:
     return None if screened is None else (*screened, list(map(_TS, ops)))
 
 
-def _holds_control(text: bytes, ops: list[Any]) -> bool:
-    """Whether a string of the ops decoded from ``text`` holds a control character.
+def _escapes(text: bytes) -> bool | None:
+    """None when the raw text holds a DEL (the precise path refuses it); else whether it
+    holds escapes. Looked for before the decode, while the text is in cache: after it,
+    the same two scans cost 0.04 µs an op more."""
+    if b"\x7f" in text:
+        return None
+    return b"\\" in text
 
-    Text with escapes (ensure_ascii's ``\\u00e9`` for é, ``\\"`` ...) is looked at in
-    msgspec's own writing of the ops instead, which escapes only quotes, backslashes and
-    control characters: going through a body escape by escape took 0.2 µs an op for
+
+def _escaped_control(ops: list[Any]) -> bool:
+    """Whether a string of ops decoded from text with escapes holds a control character.
+
+    A raw control character JSON text cannot hold, nor (checked before) a raw DEL, but an
+    escaped one it can. The escapes (ensure_ascii's ``\\u00e9`` for é, ``\\"`` ...) are
+    looked at in msgspec's own writing of the ops, which escapes only quotes, backslashes
+    and control characters: going through a body escape by escape took 0.2 µs an op for
     non-ASCII text written by ``json.dumps``, writing it again 0.07 µs.
     """
-    return _has_control(_WRITE(ops) if b"\\" in text else text)
+    return _has_control(_WRITE(ops))
 
 
 def _has_control(data: bytes) -> bool:
