@@ -25,6 +25,7 @@ from producer.batching import Encoded, encode_body, encode_ops
 from producer.ndjson import encode_block
 from producer.screen import screen_body, screen_lines
 from producer.validation import MEMBERS_BODY, problems_from
+from tests.producer.test_validation import real_stored_dates, stored_form_dates, url_like
 
 EXAMPLES = int(os.environ.get("AUDIENCES_SCREEN_EXAMPLES", "300"))
 PROPS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
@@ -365,15 +366,8 @@ def test_every_benchmark_shape_is_screened(shape: Shape) -> None:
     assert screen_lines(lines) == screened
 
 
-# date() values as they are stored (whole seconds, UTC, Z), real or not: any 14 digits.
-stored_form = st.text(st.sampled_from("0123456789"), min_size=14, max_size=14).map(
-    lambda d: f"{d[:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:]}Z"
-)
-real_stored = st.datetimes().map(lambda d: d.replace(microsecond=0).isoformat() + "Z")
-
-
 @PROPS
-@given(st.lists(st.one_of(real_stored, stored_form, dates), min_size=1, max_size=8))
+@given(st.lists(st.one_of(real_stored_dates, stored_form_dates, dates), min_size=1, max_size=8))
 def test_date_values_checked_together_agree_with_the_precise_path(values: list[str]) -> None:
     """The screen checks a request's date() values in the stored form all at once (month
     13, February 30 and year 0 included): it answers as the precise path does each value,
@@ -388,18 +382,8 @@ def test_date_values_checked_together_agree_with_the_precise_path(values: list[s
         assert screen_body(b) is not None, b
 
 
-url_value = st.builds(
-    "".join,
-    st.tuples(
-        st.sampled_from(["http://", "HTTPS://", "ftp://", "http:/"]),
-        st.text(st.sampled_from("ab.:@[]é\uff0f\u2100"), min_size=0, max_size=6),
-        st.text(st.sampled_from("/?#[]a é"), max_size=5),
-    ),
-)
-
-
 @PROPS
-@given(st.lists(url_value, min_size=1, max_size=8))
+@given(st.lists(url_like, min_size=1, max_size=8))
 def test_url_values_checked_together_agree_with_the_precise_path(values: list[str]) -> None:
     """The screen checks a request's url() values all at once (non-ASCII hosts that
     urlsplit refuses included): it answers as the precise path does each value."""

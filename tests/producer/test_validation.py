@@ -324,13 +324,19 @@ def _kept(value: str) -> bool | None:
         return None
 
 
+# date() values as they are stored (whole seconds, UTC, Z): real ones, and any 14 digits
+# in that form (month 13, February 30, year 0 ...).
+real_stored_dates = st.datetimes().map(lambda d: d.replace(microsecond=0).isoformat() + "Z")
+stored_form_dates = st.text(st.sampled_from("0123456789"), min_size=14, max_size=14).map(
+    lambda d: f"{d[:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:]}Z"
+)
+
+
 @given(
     st.lists(
         st.one_of(
-            st.datetimes().map(lambda d: d.replace(microsecond=0).isoformat() + "Z"),
-            st.text(st.sampled_from("0123456789"), min_size=14, max_size=14).map(
-                lambda d: f"{d[:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:]}Z"
-            ),
+            real_stored_dates,
+            stored_form_dates,
             st.sampled_from(
                 [
                     "2024-W09-5T12:34:56Z",
@@ -414,6 +420,8 @@ def test_bad_url_is_invalid_attribute_value(value: Any) -> None:
     assert problems == [("ids.0.attributes.url(home)", "invalid_attribute_value")]
 
 
+# Near-URLs: schemes and separators right and wrong, hosts with brackets, @, ports and
+# characters urlsplit's NFKC check refuses (fullwidth solidus, ℀).
 url_like = st.builds(
     "".join,
     st.tuples(
